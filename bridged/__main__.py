@@ -1,0 +1,3 @@
+from bridged.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,450 @@
+"""The BC26 AT dialect as a pure codec: module bytes in, events out; commands in, bytes out.
+
+No reactor, no I/O, no clocks. Feed whatever the serial line delivered, in chunks of any
+size, to :meth:`ATDecoder.feed`; it returns the events completed by those bytes. The same
+byte stream split differently yields the same events.
+
+What it recognises (after the Zephyr ``modem_chat`` idea of match tables, applied to every
+line wherever it falls, so a URC between the lines of a response is still a URC):
+
+- final results ``OK``, ``ERROR``, ``+CME ERROR: <n>``;
+- the data-mode prompt ``>`` (with or without a trailing space), without waiting for a
+  line end, because the module sends none;
+- command echo (lines starting with ``AT``);
+- URCs: ``+QSSLURC: "recv"`` (read **by length**, never by scanning for a quote or line
+  end), ``+QSSLURC: "closed"``, the asynchronous results ``+QSSLOPEN:``, ``+QSSLSEND:``,
+  ``+QSSLCLOSE:``, and boot signs;
+- anything else as an information line, which the engine gives to the command in flight
+  or reports as unsolicited.
+
+Malformed input becomes a :class:`ProtocolError` event and the decoder resynchronises at
+the next line end. Buffers are bounded: a line longer than ``max_line`` is discarded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+CTRL_Z = b"\x1a"
+ESC = b"\x1b"
+
+CONTEXT_ID = 1  # the only SSL context current BC26 firmware supports
+CONNECT_IDS = range(6)
+
+
+class DataFormat(Enum):
+    """How payload bytes travel on the serial line (QSSLCFG "dataformat")."""
+
+    TEXT = 0
+    HEX = 1
+
+    @property
+    def max_send(self) -> int:
+        """Largest fixed-length QSSLSEND, in payload bytes."""
+        return 730 if self is DataFormat.HEX else 1460
+
+    @property
+    def max_recv(self) -> int:
+        """Largest payload one recv URC carries."""
+        return 650 if self is DataFormat.HEX else 1300
+
+    @property
+    def bytes_per_payload_byte(self) -> int:
+        return 2 if self is DataFormat.HEX else 1
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class FinalResult:
+    """``OK``, ``ERROR`` or ``+CME ERROR: <code>``: the end of a command's response."""
+
+    ok: bool
+    cme_error: str | None = None  # the code as sent (numeric on the BC26 with CMEE=1)
+
+    @property
+    def text(self) -> str:
+        if self.ok:
+            return "OK"
+        return "ERROR" if self.cme_error is None else f"+CME ERROR: {self.cme_error}"
+
+
+@dataclass(frozen=True, slots=True)
+class InfoLine:
+    """A response line that is neither a final result nor a known URC."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """The module echoing a command line back (echo is on until ``ATE0``)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """``>``: the module wants data (certificate upload or QSSLSEND)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecvUrc:
+    """``+QSSLURC: "recv",1,<id>,<len>,<data>``: payload received on a socket."""
+
+    connect_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedUrc:
+    """``+QSSLURC: "closed",1,<id>``: the module is closing the socket by itself."""
+
+    connect_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenResult:
+    """``+QSSLOPEN: 1,<id>,<err>``."""
+
+    connect_id: int
+    err: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """``+QSSLSEND: 1,<id>,<err>``."""
+
+    connect_id: int
+    err: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    """``+QSSLCLOSE: 1,<id>,<err>``."""
+
+    connect_id: int
+    err: int
+
+
+@dataclass(frozen=True, slots=True)
+class BootSign:
+    """A line the module prints while (re)booting: it has lost all SSL settings."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    """Bytes that break the dialect. Reported, counted, never fatal."""
+
+    kind: str
+    detail: str
+
+
+Urc = RecvUrc | ClosedUrc | OpenResult | SendResult | CloseResult | BootSign
+Event = FinalResult | InfoLine | Echo | Prompt | Urc | ProtocolError
+
+URC_TYPES: tuple[type, ...] = (RecvUrc, ClosedUrc, OpenResult, SendResult, CloseResult, BootSign)
+
+# --------------------------------------------------------------------------- decoder
+
+_RECV_PREFIX = b'+QSSLURC: "recv",'
+_RECV_HEADER_MAX = 24  # "1,5,1300," and some slack
+_RECV_HEADER = re.compile(rb"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,")
+_ASYNC_RESULT = re.compile(rb"\+QSSL(OPEN|SEND|CLOSE): ?(\d+),(\d+),(-?\d+)")
+_ASYNC_RESULT_TYPES: dict[bytes, type[OpenResult | SendResult | CloseResult]] = {
+    b"OPEN": OpenResult,
+    b"SEND": SendResult,
+    b"CLOSE": CloseResult,
+}
+_CLOSED_URC = re.compile(rb'\+QSSLURC: ?"closed",(\d+),(\d+)')
+_CME_ERROR = re.compile(rb"\+CME ERROR: ?(\S+)")
+_BOOT_SIGNS = (b"RDY", b"+CPIN: READY", b"Leaving the BROM")
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_LINE_ENDS = b"\r\n"
+
+
+@dataclass(slots=True)
+class _PendingRecv:
+    """A recv URC whose header is parsed and whose payload is still arriving."""
+
+    connect_id: int
+    length: int
+    data_format: DataFormat
+    quoted: bool | None = None  # unknown until the first payload byte is seen
+
+
+class ATDecoder:
+    """Incremental parser of what the module sends."""
+
+    def __init__(self, max_line: int = 4096) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._recv: _PendingRecv | None = None
+        self._skipping_line = False  # discarding the rest of a bad or over-long line
+        self._formats: dict[int, DataFormat] = dict.fromkeys(CONNECT_IDS, DataFormat.HEX)
+
+    def set_recv_format(self, connect_id: int, data_format: DataFormat) -> None:
+        """Tell the decoder how the module encodes recv data for this socket."""
+        self._formats[connect_id] = data_format
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for the rest of a line or payload."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget partial input (after a serial reopen or a module reboot)."""
+        self._buf.clear()
+        self._recv = None
+        self._skipping_line = False
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._buf += data
+        events: list[Event] = []
+        buf = self._buf
+        while buf:
+            if self._skipping_line:
+                if not self._skip_to_line_end():
+                    break
+                continue
+            if self._recv is not None:
+                if not self._read_recv_payload(events):
+                    break
+                continue
+            # Line ends between lines (and the space after a prompt) carry nothing.
+            start = 0
+            while start < len(buf) and buf[start] in b"\r\n ":
+                start += 1
+            if start:
+                del buf[:start]
+                continue
+            if buf[0] == 0x3E:  # '>': the prompt has no line end after it
+                del buf[:1]
+                events.append(Prompt())
+                continue
+            if buf.startswith(_RECV_PREFIX):
+                if not self._read_recv_header(events):
+                    break
+                continue
+            end = _find_line_end(buf)
+            if end < 0:
+                if len(buf) > self.max_line:
+                    events.append(
+                        ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
+                    )
+                    buf.clear()
+                    self._skipping_line = True
+                break
+            line = bytes(buf[:end])
+            del buf[: end + 1]
+            if len(line) > self.max_line:
+                events.append(
+                    ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
+                )
+                continue
+            events.append(_classify(line))
+        return events
+
+    # -- the pieces of feed()
+
+    def _skip_to_line_end(self) -> bool:
+        end = _find_line_end(self._buf)
+        if end < 0:
+            self._buf.clear()
+            return False
+        del self._buf[: end + 1]
+        self._skipping_line = False
+        return True
+
+    def _read_recv_header(self, events: list[Event]) -> bool:
+        buf = self._buf
+        window = bytes(buf[len(_RECV_PREFIX) : len(_RECV_PREFIX) + _RECV_HEADER_MAX])
+        match = _RECV_HEADER.match(window)
+        if match is None:
+            # Incomplete, or broken: broken once a line end or the size limit is reached.
+            if _find_line_end(window) < 0 and len(window) < _RECV_HEADER_MAX:
+                return False
+            events.append(ProtocolError("bad_recv_header", _show(bytes(buf[:60]))))
+            del buf[: len(_RECV_PREFIX)]
+            self._skipping_line = True
+            return True
+        context_id, connect_id, length = (int(g) for g in match.groups())
+        del buf[: len(_RECV_PREFIX) + match.end()]
+        if context_id != CONTEXT_ID or connect_id not in CONNECT_IDS:
+            events.append(
+                ProtocolError(
+                    "bad_recv_header", f"unknown socket {context_id},{connect_id} in recv URC"
+                )
+            )
+            self._skipping_line = True
+            return True
+        data_format = self._formats[connect_id]
+        if not 1 <= length <= data_format.max_recv:
+            events.append(
+                ProtocolError(
+                    "bad_recv_length",
+                    f"recv length {length} on socket {connect_id} outside "
+                    f"1..{data_format.max_recv} ({data_format.name.lower()} format)",
+                )
+            )
+            self._skipping_line = True
+            return True
+        self._recv = _PendingRecv(connect_id, length, data_format)
+        return True
+
+    def _read_recv_payload(self, events: list[Event]) -> bool:
+        pending = self._recv
+        assert pending is not None
+        buf = self._buf
+        if pending.quoted is None:
+            pending.quoted = buf[0] == 0x22
+            if pending.quoted:
+                del buf[:1]
+                if not buf:
+                    return False
+        if pending.data_format is DataFormat.HEX:
+            return self._read_hex_payload(pending, events)
+        return self._read_text_payload(pending, events)
+
+    def _read_hex_payload(self, pending: _PendingRecv, events: list[Event]) -> bool:
+        # Hex digits cannot contain a line end, so the line end delimits the payload;
+        # its size is then checked against <len>.
+        buf = self._buf
+        want = 2 * pending.length
+        end = _find_line_end(buf)
+        if end < 0:
+            if len(buf) > want + 1:  # longer than payload + closing quote: can't be right
+                self._recv = None
+                events.append(
+                    ProtocolError(
+                        "bad_recv_length",
+                        f"hex recv on socket {pending.connect_id} longer than {want} digits",
+                    )
+                )
+                self._skipping_line = True
+                return True
+            return False
+        field = bytes(buf[:end])
+        del buf[: end + 1]
+        self._recv = None
+        if pending.quoted:
+            if not field.endswith(b'"'):
+                events.append(ProtocolError("bad_recv_data", "hex recv data without closing quote"))
+                return True
+            field = field[:-1]
+        if len(field) != want:
+            events.append(
+                ProtocolError(
+                    "bad_recv_length",
+                    f"hex recv on socket {pending.connect_id}: {len(field)} digits, "
+                    f"expected {want}",
+                )
+            )
+        elif not _HEX_DIGITS.issuperset(field):
+            events.append(
+                ProtocolError("bad_hex", f"non-hex digit in recv data: {_show(field[:40])}")
+            )
+        else:
+            events.append(RecvUrc(pending.connect_id, bytes.fromhex(field.decode("ascii"))))
+        return True
+
+    def _read_text_payload(self, pending: _PendingRecv, events: list[Event]) -> bool:
+        # Text data may hold quotes, CR and LF: count bytes, never scan for delimiters.
+        buf = self._buf
+        need = pending.length + (1 if pending.quoted else 0)
+        if len(buf) < need:
+            return False
+        data = bytes(buf[: pending.length])
+        if pending.quoted and buf[pending.length] != 0x22:
+            self._recv = None
+            del buf[: pending.length]
+            events.append(
+                ProtocolError(
+                    "bad_recv_data",
+                    f"text recv on socket {pending.connect_id}: no closing quote after "
+                    f"{pending.length} bytes",
+                )
+            )
+            self._skipping_line = True
+            return True
+        del buf[:need]
+        self._recv = None
+        events.append(RecvUrc(pending.connect_id, data))
+        return True
+
+
+def _find_line_end(buf: bytes | bytearray) -> int:
+    cr = buf.find(b"\r")
+    lf = buf.find(b"\n")
+    if cr < 0:
+        return lf
+    if lf < 0:
+        return cr
+    return min(cr, lf)
+
+
+def _classify(line: bytes) -> Event:
+    line = line.rstrip(b" ")
+    if line == b"OK":
+        return FinalResult(ok=True)
+    if line == b"ERROR":
+        return FinalResult(ok=False)
+    if line.startswith(b"+CME ERROR:"):
+        match = _CME_ERROR.fullmatch(line)
+        code = match.group(1).decode("latin-1") if match else line[11:].strip().decode("latin-1")
+        return FinalResult(ok=False, cme_error=code or "?")
+    if line[:2] in (b"AT", b"at", b"At", b"aT"):
+        return Echo(line.decode("latin-1"))
+    if line.startswith(b"+QSSL"):
+        match = _ASYNC_RESULT.fullmatch(line)
+        if match:
+            kind, context_id, connect_id, err = match.groups()
+            if int(context_id) == CONTEXT_ID and int(connect_id) in CONNECT_IDS:
+                return _ASYNC_RESULT_TYPES[kind](int(connect_id), int(err))
+            return ProtocolError("bad_urc", f"unknown socket in {_show(line)}")
+        if line.startswith(b"+QSSLURC:"):
+            closed = _CLOSED_URC.fullmatch(line)
+            if closed:
+                context_id_s, connect_id_s = closed.groups()
+                if int(context_id_s) == CONTEXT_ID and int(connect_id_s) in CONNECT_IDS:
+                    return ClosedUrc(int(connect_id_s))
+            return ProtocolError("bad_urc", _show(line))
+    if line in _BOOT_SIGNS:
+        return BootSign(line.decode("latin-1"))
+    return InfoLine(line.decode("latin-1"))
+
+
+def _show(data: bytes) -> str:
+    """A printable excerpt of raw bytes for error messages."""
+    return repr(data[:80])[2:-1]
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def encode_command(command: str) -> bytes:
+    """One command line, terminated by CR. Refuses what would break the framing."""
+    if not command[:2].upper() == "AT":
+        raise ValueError(f"AT command must start with AT: {command!r}")
+    if any(c in command for c in "\r\n\x1a\x1b") or not command.isascii():
+        raise ValueError(f"AT command must be one line of ASCII: {command!r}")
+    return command.encode("ascii") + b"\r"
+
+
+def quote(text: str) -> str:
+    """A string parameter. The dialect has no escape for '"', so it is refused."""
+    if '"' in text or not text.isprintable() or not text.isascii():
+        raise ValueError(f"cannot pass {text!r} as an AT string parameter")
+    return f'"{text}"'
+
+
+def encode_payload(payload: bytes, data_format: DataFormat) -> bytes:
+    """Payload bytes as the module expects them after the prompt of a fixed-length send."""
+    if data_format is DataFormat.HEX:
+        return payload.hex().upper().encode("ascii")
+    return payload

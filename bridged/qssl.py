@@ -1,0 +1,352 @@
+"""The QSSL command layer: typed calls over the AT engine, and per-socket events.
+
+``configure``/``upload``/``open``/``send``/``close`` turn into the module's QSSL commands
+and wait for their asynchronous results (``+QSSLOPEN:``, ``+QSSLSEND:``, ``+QSSLCLOSE:``),
+mapping error codes to names. ``recv`` and ``closed`` URCs go to the listener registered
+for their connectID. Knows nothing of TCP clients.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bridged.at_codec import (
+    CONNECT_IDS,
+    CONTEXT_ID,
+    CTRL_Z,
+    BootSign,
+    ClosedUrc,
+    CloseResult,
+    DataFormat,
+    Event,
+    OpenResult,
+    RecvUrc,
+    SendResult,
+    encode_payload,
+    quote,
+)
+from bridged.at_engine import (
+    ATEngine,
+    ATError,
+    CommandError,
+    CommandTimeout,
+    DataPhase,
+    Priority,
+)
+
+log = Logger(namespace="bridged.qssl")
+
+# The spec's result-code table; names are also metric label values.
+ERROR_NAMES: dict[int, str] = {
+    0: "ok",
+    -1: "exception",
+    -2: "connection_error",
+    -3: "cert_error",
+    -4: "key_error",
+    -5: "cipher_error",
+    -6: "state_error",
+    -7: "timeout",
+    -9: "other",
+}
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    -1: "exception error",
+    -2: "connection error",
+    -3: "CA or client certificate error",
+    -4: "client key error",
+    -5: "cipher suite error",
+    -6: "state error",
+    -7: "timeout",
+    -9: "other error",
+}
+
+CertKind = Literal["cacert", "clientcert", "clientkey"]
+CERT_KINDS: tuple[CertKind, ...] = ("cacert", "clientcert", "clientkey")
+
+# How long past the module's own "timeout" setting we wait for an async result: the note
+# says "plus network delay" without a number.
+NETWORK_MARGIN = 30.0
+CLOSE_RESULT_WAIT = 1.0  # the note's 300 ms, with slack
+
+
+def error_name(code: int) -> str:
+    return ERROR_NAMES.get(code, "unknown")
+
+
+class QsslError(ATError):
+    """An SSL socket operation failed: ``name`` is a stable label, ``code`` the module's."""
+
+    def __init__(
+        self, connect_id: int, operation: str, name: str, code: int | None, detail: str = ""
+    ) -> None:
+        described = ERROR_DESCRIPTIONS.get(code, f"unknown error {code}") if code else detail
+        super().__init__(
+            f"socket {connect_id}: {operation} failed: {described}"
+            + (f" ({code})" if code is not None else "")
+        )
+        self.connect_id = connect_id
+        self.operation = operation
+        self.name = name
+        self.code = code
+
+
+class RemoteClosed(ATError):
+    """A ``"closed"`` URC arrived while an operation on that socket was pending."""
+
+
+class ModuleRebooted(ATError):
+    """The module printed a boot sign: every socket and setting is gone."""
+
+
+class UploadMismatch(ATError):
+    """The module counted a different number of certificate bytes than we sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class SslSocketSettings:
+    """What QSSLCFG writes for one socket."""
+
+    seclevel: int
+    sslversion: int
+    dataformat: DataFormat
+    timeout: int
+    debug: int
+
+
+class SocketListener:
+    """Receives one socket's URCs. Subclass or assign the callables."""
+
+    def __init__(self, on_recv: Callable[[bytes], None], on_closed: Callable[[], None]) -> None:
+        self.on_recv = on_recv
+        self.on_closed = on_closed
+
+
+T = TypeVar("T", OpenResult, SendResult, CloseResult)
+
+
+class QsslClient:
+    """Typed QSSL operations over one :class:`ATEngine`."""
+
+    def __init__(self, engine: ATEngine, clock: IReactorTime, command_timeout: float = 5.0):
+        self.engine = engine
+        self.clock = clock
+        self.command_timeout = command_timeout
+        self.listeners: dict[int, SocketListener] = {}
+        self.boot_listeners: list[Callable[[str], None]] = []
+        self.open_timeouts: dict[int, float] = dict.fromkeys(CONNECT_IDS, 90.0)
+        self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
+        engine.event_listeners.append(self._on_event)
+
+    # ------------------------------------------------------------------ module
+
+    async def init_module(self, attempts: int = 10) -> None:
+        """Bring a freshly opened or rebooted module to a known state."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.engine.command("AT", timeout=1.0, priority=Priority.HIGH)
+                break
+            except CommandTimeout:
+                if attempt == attempts:
+                    raise
+            except CommandError:
+                if attempt == attempts:
+                    raise
+        for line in ("ATE0", "AT+CMEE=1", "AT+QSCLK=0"):
+            await self._command(line, priority=Priority.HIGH)
+
+    async def configure_socket(self, connect_id: int, settings: SslSocketSettings) -> None:
+        """Write every QSSLCFG setting of one socket (they are lost on reboot and wake)."""
+        fmt = settings.dataformat.value
+        writes = [
+            f'"seclevel",{settings.seclevel}',
+            f'"sslversion",{settings.sslversion}',
+            f'"dataformat",{fmt},{fmt}',
+            f'"timeout",{settings.timeout}',
+            f'"debug",{settings.debug}',
+        ]
+        for write in writes:
+            await self._command(
+                f"AT+QSSLCFG={CONTEXT_ID},{connect_id},{write}", priority=Priority.HIGH
+            )
+        self.engine.decoder.set_recv_format(connect_id, settings.dataformat)
+        self.open_timeouts[connect_id] = settings.timeout + NETWORK_MARGIN
+
+    async def upload(self, connect_id: int, kind: CertKind, pem: bytes) -> None:
+        """Upload a certificate or key and check the module counted every byte."""
+        if CTRL_Z in pem or b"\x1b" in pem:
+            raise ValueError(f"{kind} contains Ctrl+Z or Esc, which would end the upload")
+        response = await self.engine.command(
+            f'AT+QSSLCFG={CONTEXT_ID},{connect_id},"{kind}"',
+            timeout=self.command_timeout + len(pem) / 500,
+            data=DataPhase(pem, terminator=CTRL_Z, redact=True),
+            priority=Priority.HIGH,
+        )
+        prefix = f'+QSSLCFG: {CONTEXT_ID},{connect_id},"{kind}",'
+        counts = [line[len(prefix) :] for line in response.lines if line.startswith(prefix)]
+        if not counts or not counts[0].strip().isdigit():
+            raise UploadMismatch(f"socket {connect_id}: {kind} upload: no byte count in reply")
+        if int(counts[0]) != len(pem):
+            raise UploadMismatch(
+                f"socket {connect_id}: {kind} upload: module counted {counts[0]} bytes, "
+                f"sent {len(pem)}"
+            )
+
+    # ------------------------------------------------------------------ sockets
+
+    async def open(self, connect_id: int, host: str, port: int) -> None:
+        """Open an SSL connection; raises :class:`QsslError` with the module's code."""
+        result = self._expect(OpenResult, connect_id, self.open_timeouts[connect_id])
+        try:
+            await self._command(
+                f"AT+QSSLOPEN={CONTEXT_ID},{connect_id},{quote(host)},{port},0",
+                priority=Priority.NORMAL,
+            )
+        except CommandError as e:
+            result.cancel()
+            raise QsslError(
+                connect_id, "open", "other", None, f"module answered {e.final.text}"
+            ) from e
+        except BaseException:
+            result.cancel()
+            raise
+        try:
+            code = await result
+        except defer.TimeoutError:
+            raise QsslError(
+                connect_id, "open", "timeout", None, "no +QSSLOPEN result in time"
+            ) from None
+        if code != 0:
+            raise QsslError(connect_id, "open", error_name(code), code)
+
+    def send(
+        self, connect_id: int, payload: bytes, data_format: DataFormat
+    ) -> tuple[defer.Deferred[None], defer.Deferred[None]]:
+        """Send one fixed-length chunk.
+
+        Returns two Deferreds: *accepted* fires at ``OK`` (the serial line is free for the
+        next command), *confirmed* at ``+QSSLSEND: 1,<id>,0``. Either fails on error.
+        """
+        if not 1 <= len(payload) <= data_format.max_send:
+            raise ValueError(f"chunk of {len(payload)} bytes outside 1..{data_format.max_send}")
+        result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
+        accepted = self.engine.command(
+            f"AT+QSSLSEND={CONTEXT_ID},{connect_id},{len(payload)}",
+            timeout=self.command_timeout,
+            data=DataPhase(encode_payload(payload, data_format)),
+        )
+
+        def refused(failure: Failure) -> Failure:
+            result.cancel()  # no +QSSLSEND will follow an ERROR
+            return failure
+
+        accepted_d: defer.Deferred[None] = accepted.addCallbacks(lambda _: None, refused)
+
+        def check(code: int) -> None:
+            if code != 0:
+                raise QsslError(connect_id, "send", error_name(code), code)
+
+        def timed_out(failure: Failure) -> None:
+            failure.trap(defer.TimeoutError)  # type: ignore[no-untyped-call]
+            raise QsslError(connect_id, "send", "timeout", None, "no +QSSLSEND result in time")
+
+        confirmed: defer.Deferred[None] = result.addCallback(check).addErrback(timed_out)
+        return accepted_d, confirmed
+
+    async def close(self, connect_id: int) -> None:
+        """Close a socket. A module that answers OK without ``+QSSLCLOSE:`` is tolerated."""
+        result = self._expect(CloseResult, connect_id, CLOSE_RESULT_WAIT)
+        try:
+            await self._command(f"AT+QSSLCLOSE={CONTEXT_ID},{connect_id}", priority=Priority.HIGH)
+        except CommandError as e:
+            result.cancel()
+            # Already closed (by the network, say): the socket is closed either way.
+            log.info(
+                "socket {id}: close answered {final}; treating it as closed",
+                id=connect_id,
+                final=e.final.text,
+            )
+            return
+        except BaseException:
+            result.cancel()
+            raise
+        try:
+            code = await result
+        except defer.TimeoutError:
+            return
+        if code != 0:
+            log.info(
+                "socket {id}: close result {code} ({name})",
+                id=connect_id,
+                code=code,
+                name=error_name(code),
+            )
+
+    # ------------------------------------------------------------------ internals
+
+    async def _command(self, line: str, priority: Priority = Priority.NORMAL) -> None:
+        await self.engine.command(line, timeout=self.command_timeout, priority=priority)
+
+    def _expect(self, kind: type[T], connect_id: int, timeout: float) -> defer.Deferred[int]:
+        d: defer.Deferred[int] = defer.Deferred(lambda d: self._forget(kind, connect_id, d))
+        self._waiters[(kind, connect_id)].append(d)
+        d.addTimeout(timeout, self.clock)
+        return d
+
+    def _forget(self, kind: type, connect_id: int, d: defer.Deferred[int]) -> None:
+        waiters = self._waiters.get((kind, connect_id), [])
+        if d in waiters:
+            waiters.remove(d)
+
+    def _resolve(self, kind: type, connect_id: int, code: int) -> None:
+        waiters = self._waiters.get((kind, connect_id))
+        if not waiters:
+            log.info(
+                "unexpected {kind} for socket {id}: {code}",
+                kind=kind.__name__,
+                id=connect_id,
+                code=code,
+            )
+            return
+        waiters.pop(0).callback(code)
+
+    def fail_waiters(self, reason: Exception, connect_id: int | None = None) -> None:
+        """Fail pending async results (all, or one socket's)."""
+        for (kind, cid), waiters in list(self._waiters.items()):
+            if connect_id is not None and cid != connect_id:
+                continue
+            if connect_id is not None and kind is OpenResult:
+                continue  # a "closed" URC does not answer a pending open
+            while waiters:
+                waiters.pop(0).errback(reason)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RecvUrc):
+            listener = self.listeners.get(event.connect_id)
+            if listener is None:
+                log.warn(
+                    "recv of {n} bytes on unmanaged socket {id} dropped",
+                    n=len(event.data),
+                    id=event.connect_id,
+                )
+            else:
+                listener.on_recv(event.data)
+        elif isinstance(event, ClosedUrc):
+            self.fail_waiters(
+                RemoteClosed(f"socket {event.connect_id} closed by the module"), event.connect_id
+            )
+            listener = self.listeners.get(event.connect_id)
+            if listener is not None:
+                listener.on_closed()
+        elif isinstance(event, OpenResult | SendResult | CloseResult):
+            self._resolve(type(event), event.connect_id, event.err)
+        elif isinstance(event, BootSign):
+            self.fail_waiters(ModuleRebooted(f"module rebooted ({event.text})"))
+            for boot_listener in list(self.boot_listeners):
+                boot_listener(event.text)
