@@ -1,0 +1,70 @@
+"""Logging set-up: twisted.logger to stderr, journald-friendly.
+
+Under systemd (``JOURNAL_STREAM`` set) journald stamps each line itself, so we print no
+timestamp and prefix the syslog priority (``<4>``) instead, which journald understands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
+from zope.interface import implementer
+
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}
+_SYSLOG_PRIORITY = {
+    LogLevel.debug: 7,
+    LogLevel.info: 6,
+    LogLevel.warn: 4,
+    LogLevel.error: 3,
+    LogLevel.critical: 2,
+}
+
+
+@implementer(ILogObserver)
+class LineObserver:
+    """One line per event: ``time level [namespace] message``, or journald style."""
+
+    def __init__(self, stream: IO[str], journald: bool) -> None:
+        self.stream = stream
+        self.journald = journald
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text = f"{text}\n{failure.getTraceback()}"
+        level = event.get("log_level", LogLevel.info)
+        namespace = event.get("log_namespace", "-")
+        if self.journald:
+            prefix = f"<{_SYSLOG_PRIORITY.get(level, 6)}>"
+            lines = [f"{prefix}[{namespace}] {line}" for line in text.splitlines() or [""]]
+        else:
+            import time
+
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.get("log_time")))
+            lines = [f"{stamp} {level.name:<5} [{namespace}] {text}"]
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+
+
+def setup_logging(level: str = "info", stream: IO[str] | None = None) -> None:
+    """Route twisted.logger (and the std-lib warnings it captures) to stderr."""
+    journald = bool(os.environ.get("JOURNAL_STREAM"))
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+    observer = FilteringLogObserver(LineObserver(stream or sys.stderr, journald), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
