@@ -238,9 +238,11 @@ class ATEngine(Protocol):
         self._guard = None
         self._phase = _Phase.IDLE
         why = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
-        self.fail_all(SerialLost(f"serial connection lost: {why}"))
+        # Listeners first: they learn the module is gone before its commands fail, so a
+        # failure arriving afterwards is known to be stale.
         for listener in list(self.lost_listeners):
             listener(reason)
+        self.fail_all(SerialLost(f"serial connection lost: {why}"))
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)

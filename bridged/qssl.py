@@ -76,6 +76,12 @@ NETWORK_MARGIN = 30.0
 CLOSE_RESULT_WAIT = 1.0  # the note's 300 ms, with slack
 
 
+def _discard(d: defer.Deferred[int]) -> None:
+    """Give up on an async result: stop waiting and swallow whatever it becomes."""
+    d.cancel()
+    d.addErrback(lambda _: None)
+
+
 def error_name(code: int) -> str:
     return ERROR_NAMES.get(code, "unknown")
 
@@ -209,12 +215,12 @@ class QsslClient:
                 priority=Priority.NORMAL,
             )
         except CommandError as e:
-            result.cancel()
+            _discard(result)
             raise QsslError(
                 connect_id, "open", "other", None, f"module answered {e.final.text}"
             ) from e
         except BaseException:
-            result.cancel()
+            _discard(result)
             raise
         try:
             code = await result
@@ -243,7 +249,10 @@ class QsslClient:
         )
 
         def refused(failure: Failure) -> Failure:
-            result.cancel()  # no +QSSLSEND will follow an ERROR
+            # No +QSSLSEND follows an ERROR: the confirmation fails with the same reason.
+            self._forget(SendResult, connect_id, result)
+            if not result.called:
+                result.errback(failure)
             return failure
 
         accepted_d: defer.Deferred[None] = accepted.addCallbacks(lambda _: None, refused)
@@ -265,7 +274,7 @@ class QsslClient:
         try:
             await self._command(f"AT+QSSLCLOSE={CONTEXT_ID},{connect_id}", priority=Priority.HIGH)
         except CommandError as e:
-            result.cancel()
+            _discard(result)
             # Already closed (by the network, say): the socket is closed either way.
             log.info(
                 "socket {id}: close answered {final}; treating it as closed",
@@ -274,7 +283,7 @@ class QsslClient:
             )
             return
         except BaseException:
-            result.cancel()
+            _discard(result)
             raise
         try:
             code = await result

@@ -1,0 +1,303 @@
+"""The module's lifecycle: serial port, initialisation, configuration, recovery.
+
+States::
+
+    serial-down ──open ok──▶ initialising ──init + every socket configured──▶ ready
+         ▲                        │  ▲                                          │
+         └──hang-up / reopen──────┘  └──────boot sign / escalation / init fail──┘
+
+Recovery ladder for a module that stops answering (each step logged): the engine's own
+resync (``AT`` until ``OK``), then closing and reopening the serial port, then
+``AT+QRST=1``. A boot sign at any time means the module lost every QSSLCFG setting and
+certificate, so it is initialised and configured again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
+from twisted.internet.serialport import SerialPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from bridged.at_engine import ATEngine, ATError, Priority
+from bridged.backoff import Backoff
+from bridged.qssl import CertKind, QsslClient, SslSocketSettings
+
+log = Logger(namespace="bridged.modem")
+
+
+class ModemState(Enum):
+    SERIAL_DOWN = "serial-down"
+    INITIALISING = "initialising"
+    READY = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSetup:
+    """What the module must be told about one socket after every (re)start."""
+
+    connect_id: int
+    settings: SslSocketSettings
+    certificates: tuple[tuple[CertKind, Path], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModemOptions:
+    device: str
+    baudrate: int = 115200
+    prompt_delay: float = 0.5
+    guard_time: float = 0.02
+    command_timeout: float = 5.0
+    max_consecutive_timeouts: int = 3
+    allow_reset: bool = True
+    reopen_initial: float = 1.0
+    reopen_max: float = 30.0
+    init_attempts: int = 10
+
+
+class Modem:
+    """Owns the serial port and the module; tells listeners when it is ready or lost."""
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        options: ModemOptions,
+        sockets: Sequence[SocketSetup],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor  # type: ignore[assignment]
+        self.options = options
+        self.sockets = list(sockets)
+        self.state = ModemState.SERIAL_DOWN
+        self.engine: ATEngine | None = None
+        self.qssl: QsslClient | None = None
+        self.ready_listeners: list[Callable[[QsslClient], None]] = []
+        self.lost_listeners: list[Callable[[str], None]] = []
+        self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
+        self.restarts: dict[str, int] = {}
+        self.serial_reopens = 0
+        self._port: SerialPort | None = None
+        self._reopen_backoff = Backoff(
+            options.reopen_initial, options.reopen_max, 0.1, rng or random.Random()
+        )
+        self._reopen_call: IDelayedCall | None = None
+        self._consecutive_timeouts = 0
+        self._escalation = 0  # 0 none yet, 1 port reopened, 2 reset sent
+        self._init_generation = 0
+        self._stopping = False
+        self._expecting_boot = False
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._stopping = False
+        self._open_serial()
+
+    def stop(self) -> None:
+        """Close the port; no reopen afterwards."""
+        self._stopping = True
+        if self._reopen_call is not None and self._reopen_call.active():
+            self._reopen_call.cancel()
+        if self._port is not None:
+            self._port.loseConnection()
+
+    def reconfigure(self, sockets: Sequence[SocketSetup]) -> None:
+        """New socket settings take effect at the next (re)initialisation."""
+        self.sockets = list(sockets)
+
+    def restart_module(self, reason: str) -> None:
+        """Re-initialise and reconfigure the module now (it rebooted, or must)."""
+        if self.state is ModemState.SERIAL_DOWN:
+            return
+        self._count_restart(reason)
+        self._lose(reason)
+        self._initialise()
+
+    # ------------------------------------------------------------------ serial port
+
+    def _open_serial(self) -> None:
+        self._reopen_call = None
+        if self._stopping:
+            return
+        engine = ATEngine(
+            self.clock,
+            prompt_delay=self.options.prompt_delay,
+            guard_time=self.options.guard_time,
+        )
+        try:
+            self._port = SerialPort(
+                engine, self.options.device, self.reactor, baudrate=self.options.baudrate
+            )
+        except Exception as e:  # pyserial raises SerialException, OSError, ValueError
+            delay = self._reopen_backoff.next_delay()
+            log.warn(
+                "cannot open serial device {device}: {error}; retrying in {delay:.1f} s",
+                device=self.options.device,
+                error=e,
+                delay=delay,
+            )
+            self._reopen_call = self.reactor.callLater(delay, self._open_serial)  # type: ignore[attr-defined]
+            return
+        self._reopen_backoff.reset()
+        self.engine = engine
+        self.qssl = QsslClient(engine, self.clock, self.options.command_timeout)
+        engine.lost_listeners.append(self._serial_lost)
+        engine.unresponsive_listeners.append(self._unresponsive)
+        engine.command_observers.append(self._observe_command)
+        self.qssl.boot_listeners.append(self._boot_sign)
+        log.info(
+            "serial device {device} open at {baud} baud",
+            device=self.options.device,
+            baud=self.options.baudrate,
+        )
+        for listener in list(self.engine_listeners):
+            listener(engine, self.qssl)
+        self._initialise()
+
+    def _serial_lost(self, reason: Failure) -> None:
+        self._port = None
+        was = self.state
+        self.state = ModemState.SERIAL_DOWN
+        self._init_generation += 1
+        if was is ModemState.READY:
+            self._notify_lost("serial connection lost")
+        if self.qssl is not None:
+            self.qssl.fail_waiters(ATError("serial connection lost"))
+        if self._stopping:
+            return
+        self.serial_reopens += 1
+        delay = self._reopen_backoff.next_delay()
+        log.warn(
+            "serial connection lost ({why}); reopening in {delay:.1f} s",
+            why=reason.getErrorMessage(),
+            delay=delay,
+        )
+        self._reopen_call = self.reactor.callLater(delay, self._open_serial)  # type: ignore[attr-defined]
+
+    def _reopen_serial(self) -> None:
+        if self._port is not None:
+            log.warn("closing and reopening serial device {device}", device=self.options.device)
+            self._port.loseConnection()
+
+    # ------------------------------------------------------------------ module
+
+    def _initialise(self) -> None:
+        self.state = ModemState.INITIALISING
+        self._init_generation += 1
+        generation = self._init_generation
+        d = defer.Deferred.fromCoroutine(self._initialise_module())
+
+        def done(_: object) -> None:
+            if generation != self._init_generation:
+                return
+            self.state = ModemState.READY
+            self._consecutive_timeouts = 0
+            self._escalation = 0
+            log.info("module ready: {n} socket(s) configured", n=len(self.sockets))
+            assert self.qssl is not None
+            for listener in list(self.ready_listeners):
+                listener(self.qssl)
+
+        def failed(failure: Failure) -> None:
+            if generation != self._init_generation or self.state is ModemState.SERIAL_DOWN:
+                return
+            log.error("module initialisation failed: {why}", why=failure.getErrorMessage())
+            self._escalate("initialisation failed")
+
+        d.addCallbacks(done, failed)
+
+    async def _initialise_module(self) -> None:
+        qssl = self.qssl
+        assert qssl is not None
+        await qssl.init_module(self.options.init_attempts)
+        for setup in self.sockets:
+            await qssl.configure_socket(setup.connect_id, setup.settings)
+            for kind, path in setup.certificates:
+                await qssl.upload(setup.connect_id, kind, _read_pem(path))
+
+    def _boot_sign(self, text: str) -> None:
+        if self._expecting_boot:
+            # The reboot we asked for with AT+QRST=1: already counted.
+            self._expecting_boot = False
+            log.info("module restarted ({text}); initialising", text=text)
+            self._lose("reset")
+            self._initialise()
+            return
+        log.warn("module rebooted ({text}); re-initialising", text=text)
+        self.restart_module("reboot")
+
+    def _observe_command(self, name: str, result: str, seconds: float) -> None:
+        if result != "timeout":
+            self._consecutive_timeouts = 0
+            return
+        self._consecutive_timeouts += 1
+        if self._consecutive_timeouts >= self.options.max_consecutive_timeouts:
+            self._consecutive_timeouts = 0
+            self._escalate(f"{self.options.max_consecutive_timeouts} consecutive timeouts")
+
+    def _unresponsive(self) -> None:
+        self._escalate("no answer to AT")
+
+    def _escalate(self, reason: str) -> None:
+        """Climb the recovery ladder one step."""
+        if self.state is ModemState.SERIAL_DOWN:
+            return
+        self._escalation += 1
+        if self._escalation == 1:
+            log.warn("recovery step 1: {reason}; reopening the serial port", reason=reason)
+            self._count_restart("serial_reopen")
+            self._lose(reason)
+            self._reopen_serial()
+            return
+        if self._escalation == 2 and self.options.allow_reset and self.engine is not None:
+            log.warn("recovery step 2: {reason}; resetting the module (AT+QRST=1)", reason=reason)
+            self._count_restart("reset")
+            self._lose(reason)
+            self._expecting_boot = True
+            engine = self.engine
+            d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH)
+            d.addErrback(lambda f: f.trap(ATError))
+            # The boot sign that follows re-initialises; if none comes, try again later.
+            self.reactor.callLater(15.0, self._after_reset, self._init_generation)  # type: ignore[attr-defined]
+            return
+        log.warn("recovery: {reason}; starting over by reopening the serial port", reason=reason)
+        self._escalation = 0
+        self._count_restart("serial_reopen")
+        self._lose(reason)
+        self._reopen_serial()
+
+    def _after_reset(self, generation: int) -> None:
+        self._expecting_boot = False
+        if generation == self._init_generation and self.state is not ModemState.READY:
+            self._initialise()
+
+    def _lose(self, reason: str) -> None:
+        """Every socket on the module is gone: fail what is pending and tell listeners."""
+        was_ready = self.state is ModemState.READY
+        self._init_generation += 1
+        self.state = ModemState.INITIALISING
+        if was_ready:
+            self._notify_lost(reason)  # before the failures below, which are then stale
+        if self.engine is not None:
+            self.engine.fail_all(ATError(f"module restarting: {reason}"))
+        if self.qssl is not None:
+            self.qssl.fail_waiters(ATError(f"module restarting: {reason}"))
+
+    def _notify_lost(self, reason: str) -> None:
+        for listener in list(self.lost_listeners):
+            listener(reason)
+
+    def _count_restart(self, reason: str) -> None:
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
+
+
+def _read_pem(path: Path) -> bytes:
+    return path.read_bytes()
