@@ -172,6 +172,14 @@ class Daemon:
     fatal: str | None = None
 
 
+def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
+    """Metrics endpoint and link-health polling, where configured."""
+    if config.metrics is not None:
+        from bridged.metrics import install_metrics
+
+        install_metrics(daemon, reactor, config.metrics.listen)
+
+
 def run_main(config_path: str, log_level: str | None = None) -> int:
     """``bridged run``: foreground until SIGTERM or SIGINT; exit status for systemd."""
     from twisted.internet import reactor
@@ -192,6 +200,7 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
         d = defer.Deferred.fromCoroutine(daemon.stop())
         d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
 
+    install_extras(daemon, reactor, config)
     reactor.callWhenRunning(daemon.start)  # type: ignore[attr-defined]
     reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)  # type: ignore[attr-defined]
     reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)  # type: ignore[attr-defined]

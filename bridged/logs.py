@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import IO, Any
 
 from twisted.logger import (
@@ -54,9 +55,9 @@ class LineObserver:
             prefix = f"<{_SYSLOG_PRIORITY.get(level, 6)}>"
             lines = [f"{prefix}[{namespace}] {line}" for line in text.splitlines() or [""]]
         else:
-            import time
-
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.get("log_time")))
+            when = event.get("log_time") or time.time()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
+            stamp += f".{int(when * 1000) % 1000:03d}"
             lines = [f"{stamp} {level.name:<5} [{namespace}] {text}"]
         self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()

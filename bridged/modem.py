@@ -219,6 +219,9 @@ class Modem:
         assert qssl is not None
         await qssl.init_module(self.options.init_attempts)
         for setup in self.sockets:
+            # After a serial hang-up the module may still hold connections we no longer
+            # know about: close them so each socket starts from a known state.
+            await qssl.close(setup.connect_id)
             await qssl.configure_socket(setup.connect_id, setup.settings)
             for kind, path in setup.certificates:
                 await qssl.upload(setup.connect_id, kind, _read_pem(path))

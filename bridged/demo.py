@@ -1,0 +1,204 @@
+"""``bridged demo``: the whole path on one machine, no hardware.
+
+Starts, in one process: a TLS echo server that demands a client certificate (restricted to
+suites the module offers), the BC26 emulator on a temporary pty, and the bridge with
+generated certificates and configuration. Socket 0 then is an echo at 127.0.0.1:7000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import socketserver
+import ssl
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trustme
+from twisted.logger import Logger
+
+log = Logger(namespace="bridged.demo")
+
+# The suites a demo server offers: what the module can negotiate, nothing else.
+DEMO_SERVER_CIPHERS = "AES256-SHA256:AES256-SHA:AES128-SHA256:AES128-SHA:@SECLEVEL=0"
+
+
+@dataclass(frozen=True)
+class DemoPki:
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_demo_pki(directory: Path) -> DemoPki:
+    """A throw-away CA with an RSA server and client identity (the module does RSA only)."""
+    rsa = trustme.KeyType.RSA
+    ca = trustme.CA(key_type=rsa, organization_name="bridged demo CA")
+    server = ca.issue_cert("localhost", "127.0.0.1", key_type=rsa)
+    client = ca.issue_cert("bridged-demo-client", common_name="bridged-demo-client", key_type=rsa)
+    pki = DemoPki(
+        ca_cert=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+    ca.cert_pem.write_to_path(str(pki.ca_cert))
+    server.cert_chain_pems[0].write_to_path(str(pki.server_cert))
+    server.private_key_pem.write_to_path(str(pki.server_key))
+    client.cert_chain_pems[0].write_to_path(str(pki.client_cert))
+    client.private_key_pem.write_to_path(str(pki.client_key))
+    for key in (pki.server_key, pki.client_key):
+        key.chmod(0o600)
+    return pki
+
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        conn: ssl.SSLSocket = self.request
+        try:
+            conn.do_handshake()
+            while data := conn.recv(65536):
+                conn.sendall(data)
+        except (OSError, ssl.SSLError) as e:
+            log.info("demo echo server: connection ended: {error}", error=e)
+        finally:
+            conn.close()
+
+
+class TlsEchoServer(socketserver.ThreadingTCPServer):
+    """A mutual-TLS echo server in background threads (the 'cloud' of the demo)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, pki: DemoPki, port: int = 0) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(DEMO_SERVER_CIPHERS)
+        context.load_cert_chain(pki.server_cert, pki.server_key)
+        context.load_verify_locations(pki.ca_cert)
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.context = context
+        super().__init__(("127.0.0.1", port), _EchoHandler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, address = self.socket.accept()
+        return self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), (
+            address
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> None:
+        threading.Thread(target=self.serve_forever, name="demo-echo", daemon=True).start()
+
+
+def demo_config(
+    directory: Path, device: Path, pki: DemoPki, server_port: int, port: int, metrics_port: int
+) -> str:
+    return f"""\
+# Written by `bridged demo`: socket 0 is a mutual-TLS echo through the emulated module.
+serial:
+  device: {device}
+  baudrate: 115200
+modem:
+  prompt_delay: 0.5
+ssl:
+  seclevel: 2
+  sslversion: 4
+  dataformat: hex
+  cacert: {pki.ca_cert}
+  clientcert: {pki.client_cert}
+  clientkey: {pki.client_key}
+sockets:
+  - connect_id: 0
+    listen: 127.0.0.1:{port}
+    remote: 127.0.0.1:{server_port}
+    mode: on-demand
+metrics:
+  listen: 127.0.0.1:{metrics_port}
+"""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def demo_main(args: argparse.Namespace) -> int:
+    from twisted.internet import defer, reactor
+
+    from bridged.config import load_config
+    from bridged.daemon import Daemon, install_extras
+    from bridged.emulator import Emulator
+    from bridged.logs import setup_logging
+
+    for port, what in ((args.port, "--port"), (args.metrics_port, "--metrics-port")):
+        if not _port_free(port):
+            print(f"bridged demo: 127.0.0.1:{port} is in use; pick another {what}", file=sys.stderr)
+            return 1
+    setup_logging(args.log_level)
+    directory = Path(tempfile.mkdtemp(prefix="bridged-demo-"))
+    directory.chmod(0o700)
+    pki = make_demo_pki(directory)
+    server = TlsEchoServer(pki)
+    server.start()
+    device = directory / "ttyBC26"
+    emulator = Emulator(device, baud=args.baud, profile=args.profile)
+    config_path = directory / "bridged.yaml"
+    config_path.write_text(
+        demo_config(directory, device, pki, server.port, args.port, args.metrics_port)
+    )
+    config = load_config(config_path)
+    daemon = Daemon(reactor, config)
+
+    async def start() -> None:
+        emulator.start()
+        await emulator.when_ready()
+        install_extras(daemon, reactor, config)
+        daemon.start()
+        await daemon.ready_once
+        print(
+            f"""
+bridged demo is running (Ctrl+C to stop).
+  emulated BC26 on      {device} ({args.baud} baud, profile {args.profile})
+  TLS echo server on    127.0.0.1:{server.port} (mutual TLS, module suites only)
+  socket 0 listens on   127.0.0.1:{args.port}  -> try:  echo hello | nc -q 2 127.0.0.1 {args.port}
+                                                     or:  socat - TCP:127.0.0.1:{args.port}
+  metrics               http://127.0.0.1:{args.metrics_port}/metrics
+  config and certs in   {directory}
+""",
+            flush=True,
+        )
+
+    def stop() -> defer.Deferred[None]:
+        d = defer.Deferred.fromCoroutine(daemon.stop())
+        d.addBoth(lambda _: emulator.stop())
+        return d
+
+    def failed(failure: Any) -> None:
+        log.failure("demo failed to start", failure)
+        reactor.stop()  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(start()).addErrback(failed))  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[attr-defined]
+    try:
+        reactor.run()  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)
+    return 1 if daemon.fatal else 0
