@@ -32,12 +32,35 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--profile", choices=["fast", "nbiot"], default="fast")
     demo.add_argument("--log-level", choices=["debug", "info", "warn", "error"], default="info")
 
+    at = sub.add_parser("at", help="send one AT command through the running daemon")
+    at.add_argument("at_command", metavar="COMMAND", help="e.g. 'AT+CSQ'")
+    at.add_argument(
+        "-s", "--socket", help="control socket (default: from -c, else /run/bridged/control.sock)"
+    )
+    at.add_argument("-c", "--config", help="take the control socket path from this config")
+    at.add_argument("--timeout", type=float, default=15.0)
+
+    probe = sub.add_parser(
+        "probe", help="will this server accept the module's TLS?", add_help=False
+    )
+    probe.add_argument("args", nargs=argparse.REMAINDER)
+
     emulate = sub.add_parser("emulate", help="run the BC26 emulator on a pty", add_help=False)
     emulate.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # These two parse their own options (argparse would take theirs for ours).
+    if argv[:1] == ["emulate"]:
+        from bridged.emulator.main import main as emulator_main
+
+        return emulator_main(argv[1:])
+    if argv[:1] == ["probe"]:
+        from bridged.probe import probe_main
+
+        return probe_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         from bridged.config import check_config_main
@@ -51,10 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         from bridged.demo import demo_main
 
         return demo_main(args)
-    if args.command == "emulate":
-        from bridged.emulator.main import main as emulator_main
+    if args.command == "at":
+        from bridged.passthrough import at_client_main
 
-        return emulator_main(list(args.args))
+        path = args.socket
+        if path is None and args.config:
+            from bridged.config import ConfigError, load_config
+
+            try:
+                path = str(load_config(args.config, check_files=False).control.socket)
+            except ConfigError as e:
+                print(f"bridged: {e}", file=sys.stderr)
+                return 2
+        return at_client_main(args.at_command, path or "/run/bridged/control.sock", args.timeout)
     raise AssertionError(args.command)
 
 

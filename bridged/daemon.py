@@ -8,6 +8,7 @@ a module restart the settings are written again before sockets reopen.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 import sys
@@ -19,7 +20,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridged.at_codec import DataFormat
-from bridged.at_engine import ATEngine
+from bridged.at_engine import ATEngine, ATError
 from bridged.bridge import SendPump, SocketBridge
 from bridged.channel import ChannelState
 from bridged.config import Config, ConfigError, SocketConfig, load_config
@@ -85,9 +86,11 @@ class Daemon:
         self.modem.engine_listeners.append(self._new_engine)
         self.modem.ready_listeners.append(self._module_ready)
         self.modem.lost_listeners.append(self._module_lost)
+        self.cert_digests = {s.connect_id: certificate_digest(s) for s in config.sockets}
         self.listening = False
         self.ready_once: defer.Deferred[None] = defer.Deferred()
         self.state_listeners: list[Callable[[str], None]] = []
+        self.stop_hooks: list[Callable[[], object]] = []
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,7 +128,75 @@ class Daemon:
                 except defer.TimeoutError:
                     log.warn("SSL sockets did not close within {t} s", t=SHUTDOWN_CLOSE_TIMEOUT)
         self.modem.stop()
+        for hook in self.stop_hooks:
+            await defer.maybeDeferred(hook)
         log.info("bridged stopped")
+
+    async def reload(self, new: Config) -> None:
+        """Apply a new configuration: unchanged sockets keep their connections."""
+        old, self.config = self.config, new
+        digests = {s.connect_id: certificate_digest(s) for s in new.sockets}
+        old_by_id = {b.connect_id: b for b in self.bridges}
+        new_by_id = {s.connect_id: s for s in new.sockets}
+        unchanged = {
+            cid
+            for cid, bridge in old_by_id.items()
+            if new_by_id.get(cid) == bridge.config and digests[cid] == self.cert_digests[cid]
+        }
+        removed = [b for cid, b in old_by_id.items() if cid not in unchanged]
+        added = [s for cid, s in new_by_id.items() if cid not in unchanged]
+        self.cert_digests = digests
+        self.modem.reconfigure([socket_setup(s) for s in new.sockets])
+        serial_changed = (old.serial, old.modem) != (new.serial, new.modem)
+        log.info(
+            "reloading: {kept} socket(s) unchanged, {gone} removed or changed, {new} new{more}",
+            kept=len(unchanged),
+            gone=len(removed),
+            new=len(added),
+            more="; serial/modem settings changed: reopening the port" if serial_changed else "",
+        )
+        for bridge in removed:
+            await self._retire(bridge)
+        fresh = [
+            SocketBridge(s, self.reactor, self.reactor, self._data_ready, self.rng) for s in added
+        ]
+        self.bridges = sorted(
+            [b for b in self.bridges if b.connect_id in unchanged] + fresh,
+            key=lambda b: b.connect_id,
+        )
+        old_qssl = self.pump.qssl
+        self.pump = SendPump(self.bridges)
+        self.pump.qssl = old_qssl
+        if self.listening:
+            for bridge in fresh:
+                bridge.listen()
+        if serial_changed:
+            self.modem.options = modem_options(new)
+            self.modem.reopen("configuration reloaded")
+            return
+        qssl = self.modem.qssl
+        for bridge in fresh:
+            if qssl is not None:
+                bridge.attach(qssl)
+        if qssl is not None and self.modem.state is ModemState.READY and fresh:
+            await self.modem.configure_now([socket_setup(b.config) for b in fresh])
+            for bridge in fresh:
+                bridge.module_ready()
+        self.pump.kick()
+
+    async def _retire(self, bridge: SocketBridge) -> None:
+        """Take a socket out of service: listener, client, SSL connection."""
+        await bridge.stop_listening()
+        bridge.cancel_timers()
+        bridge.close_client("socket reconfigured")
+        qssl = self.modem.qssl
+        if qssl is not None:
+            qssl.listeners.pop(bridge.connect_id, None)
+            if bridge.state in (ChannelState.OPEN, ChannelState.OPENING):
+                try:
+                    await qssl.close(bridge.connect_id)
+                except ATError as e:
+                    log.info("socket {id}: close on reload: {e}", id=bridge.connect_id, e=e)
 
     @property
     def ready(self) -> bool:
@@ -172,16 +243,46 @@ class Daemon:
     fatal: str | None = None
 
 
+def certificate_digest(config: SocketConfig) -> str:
+    """A digest of the socket's certificate files: a reload re-uploads them if they changed."""
+    digest = hashlib.sha256()
+    for path in (config.ssl.cacert, config.ssl.clientcert, config.ssl.clientkey):
+        if path is not None:
+            try:
+                digest.update(path.read_bytes())
+            except OSError as e:
+                digest.update(repr(e).encode())
+    return digest.hexdigest()
+
+
 def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
-    """Metrics endpoint and link-health polling, where configured."""
+    """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
     if config.metrics is not None:
         from bridged.metrics import install_metrics
 
         install_metrics(daemon, reactor, config.metrics.listen)
+    install_passthrough(daemon, reactor, config)
+
+
+def install_passthrough(daemon: Daemon, reactor: Any, config: Config) -> None:
+    from bridged.passthrough import PassthroughService, listen_passthrough
+
+    service = PassthroughService(
+        engine=lambda: daemon.modem.engine,
+        managed=lambda: [b.connect_id for b in daemon.bridges],
+    )
+    control = config.control
+    try:
+        port = listen_passthrough(reactor, control.socket, control.mode, control.group, service)
+    except (OSError, KeyError) as e:
+        # The bridge works without it; a field engineer will see why in the log.
+        log.error("AT passthrough unavailable at {path}: {error}", path=control.socket, error=e)
+        return
+    daemon.stop_hooks.append(port.stopListening)
 
 
 def run_main(config_path: str, log_level: str | None = None) -> int:
-    """``bridged run``: foreground until SIGTERM or SIGINT; exit status for systemd."""
+    """``bridged run``: foreground until SIGTERM or SIGINT; SIGHUP reloads the config."""
     from twisted.internet import reactor
 
     from bridged.logs import setup_logging
@@ -193,19 +294,36 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
         return 2
     setup_logging(log_level or config.log.level)
     daemon = Daemon(reactor, config)
-    exit_code = [0]
 
-    def shutdown(signum: int, _frame: object) -> None:
-        log.info("signal {name}: shutting down", name=signal.Signals(signum).name)
+    def shutdown(signame: str) -> None:
+        log.info("{name}: shutting down", name=signame)
         d = defer.Deferred.fromCoroutine(daemon.stop())
+        d.addErrback(lambda f: log.failure("error while stopping", f))
         d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
 
+    def reload() -> None:
+        log.info("SIGHUP: reloading {path}", path=config_path)
+        try:
+            new = load_config(config_path)
+        except ConfigError as e:
+            log.error("new configuration refused, the running one stays:\n{error}", error=e)
+            return
+        d = defer.Deferred.fromCoroutine(daemon.reload(new))
+        d.addErrback(lambda f: log.failure("reload failed", f))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Signal handlers run between bytecodes: hand the work to the reactor loop.
+        if signum == signal.SIGHUP:
+            reactor.callFromThread(reload)  # type: ignore[attr-defined]
+        else:
+            reactor.callFromThread(shutdown, signal.Signals(signum).name)  # type: ignore[attr-defined]
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     install_extras(daemon, reactor, config)
     reactor.callWhenRunning(daemon.start)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(signal.signal, signal.SIGTERM, shutdown)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(signal.signal, signal.SIGINT, shutdown)  # type: ignore[attr-defined]
     reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
     if daemon.fatal:
         print(f"bridged: {daemon.fatal}", file=sys.stderr)
-        exit_code[0] = 1
-    return exit_code[0]
+        return 1
+    return 0

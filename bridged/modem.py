@@ -113,6 +113,30 @@ class Modem:
         """New socket settings take effect at the next (re)initialisation."""
         self.sockets = list(sockets)
 
+    def reopen(self, reason: str) -> None:
+        """Close and reopen the serial port (new serial settings, say)."""
+        log.info("reopening the serial port: {reason}", reason=reason)
+        self._reopen_backoff.reset()
+        if self._port is not None:
+            self._port.loseConnection()
+        elif self._reopen_call is not None and self._reopen_call.active():
+            self._reopen_call.reset(0)
+
+    async def configure_now(self, sockets: Sequence[SocketSetup]) -> None:
+        """Write settings and certificates of (new or changed) sockets on a ready module."""
+        qssl = self.qssl
+        assert qssl is not None
+        for setup in sockets:
+            await self._configure(qssl, setup)
+
+    async def _configure(self, qssl: QsslClient, setup: SocketSetup) -> None:
+        # After a serial hang-up the module may still hold connections we no longer
+        # know about: close them so each socket starts from a known state.
+        await qssl.close(setup.connect_id)
+        await qssl.configure_socket(setup.connect_id, setup.settings)
+        for kind, path in setup.certificates:
+            await qssl.upload(setup.connect_id, kind, _read_pem(path))
+
     def restart_module(self, reason: str) -> None:
         """Re-initialise and reconfigure the module now (it rebooted, or must)."""
         if self.state is ModemState.SERIAL_DOWN:
@@ -219,12 +243,7 @@ class Modem:
         assert qssl is not None
         await qssl.init_module(self.options.init_attempts)
         for setup in self.sockets:
-            # After a serial hang-up the module may still hold connections we no longer
-            # know about: close them so each socket starts from a known state.
-            await qssl.close(setup.connect_id)
-            await qssl.configure_socket(setup.connect_id, setup.settings)
-            for kind, path in setup.certificates:
-                await qssl.upload(setup.connect_id, kind, _read_pem(path))
+            await self._configure(qssl, setup)
 
     def _boot_sign(self, text: str) -> None:
         if self._expecting_boot:
