@@ -1,0 +1,1 @@
+"""Helpers shared by bridged's tests: PKI, real TLS servers, a pty host, waiting."""

@@ -1,0 +1,3 @@
+from bridged.emulator.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""QSSLCFG, QSSLOPEN, QSSLSEND, QSSLCLOSE as the application note defines them."""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable, Sequence
+
+from bridged.emulator.at_parse import Command, CommandKind
+from bridged.emulator.at_server import Handler
+from bridged.emulator.faults import FaultPlan, SendErrorStage
+from bridged.emulator.profiles import EmulatorProfile
+from bridged.emulator.replies import DataRequest, Reply
+from bridged.emulator.results import CmeError, ResultCode
+from bridged.emulator.ssl_settings import (
+    CERT_SETTINGS,
+    INT_SETTING_RANGES,
+    MAX_CERT_BYTES,
+    SETTING_ORDER,
+    canonical_setting,
+    supported_range_lines,
+)
+from bridged.emulator.ssl_socket import CONNECT_IDS, CONTEXT_ID, ModuleSocket, SocketState
+from bridged.emulator.stats import EmulatorStats
+
+#: contextIDs the syntax accepts; only CONTEXT_ID works on current firmware.
+CONTEXT_IDS = range(1, 4)
+MAX_SEND_TEXT = 1460
+MAX_SEND_HEX = 730
+
+
+class SslCommands:
+    def __init__(
+        self,
+        sockets: Sequence[ModuleSocket],
+        profile: EmulatorProfile,
+        stats: EmulatorStats,
+        faults: FaultPlan,
+        emit_urc: Callable[[bytes], None],
+    ) -> None:
+        self._emit_urc = emit_urc
+        self._sockets = sockets
+        self._profile = profile
+        self._stats = stats
+        self._faults = faults
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "AT+QSSLCFG": self._configure,
+            "AT+QSSLOPEN": self._open,
+            "AT+QSSLSEND": self._send,
+            "AT+QSSLCLOSE": self._close,
+        }
+
+    def _socket(self, c: Command) -> ModuleSocket | None:
+        """The socket named by the first two arguments, if the module accepts them."""
+        context_id, connect_id = c.int_arg(0), c.int_arg(1)
+        if context_id not in CONTEXT_IDS or connect_id is None or connect_id not in CONNECT_IDS:
+            return None
+        if context_id != CONTEXT_ID:
+            return None  # "only contextID 1 is supported"
+        return self._sockets[connect_id]
+
+    def _data_timeout(self, socket: ModuleSocket) -> float:
+        if self._profile.data_mode_timeout is not None:
+            return self._profile.data_mode_timeout
+        return socket.settings.timeout * self._profile.timeout_scale
+
+    # -- AT+QSSLCFG ------------------------------------------------------------------
+    def _configure(self, c: Command) -> Reply:
+        if c.kind is CommandKind.TEST:
+            return Reply.ok(*supported_range_lines(CONTEXT_IDS, CONNECT_IDS))
+        socket = self._socket(c) if c.kind is CommandKind.WRITE else None
+        if socket is None:
+            return Reply.fail()
+        prefix = f"+QSSLCFG: {CONTEXT_ID},{socket.connect_id}"
+        if len(c.args) == 2:
+            return Reply.ok(
+                *(f'{prefix},"{n}",{socket.settings.value_text(n)}' for n in SETTING_ORDER)
+            )
+        asked = c.args[2].as_string()
+        name = canonical_setting(asked) if asked is not None else None
+        if asked is None or name is None:
+            return Reply.fail()
+        values = [arg.as_int() for arg in c.args[3:]]
+        if None in values:
+            return Reply.fail()
+        if name in CERT_SETTINGS:
+            return self._upload(socket, name, prefix) if not values else Reply.fail()
+        if not values:  # a read answers with the name as asked (alias or not)
+            return Reply.ok(f'{prefix},"{asked}",{socket.settings.value_text(name)}')
+        if name == "dataformat":
+            ok = len(values) == 2 and socket.settings.set_dataformat(values[0] or 0, values[1] or 0)
+        else:
+            assert name in INT_SETTING_RANGES
+            ok = len(values) == 1 and socket.settings.set_int(name, values[0] or 0)
+        return Reply.ok() if ok else Reply.fail()
+
+    def _upload(self, socket: ModuleSocket, name: str, prefix: str) -> Reply:
+        def store(pem: bytes) -> Reply:
+            # Empty upload clears the entry; the count is what the module received.
+            socket.settings.certs[name] = pem
+            self._stats.cert_uploads += 1
+            return Reply.ok(f'{prefix},"{name}",{len(pem)}')
+
+        # Esc: OK and nothing changes (the previous certificate, if any, stays).
+        return Reply.ask(
+            DataRequest(
+                fixed_length=None,
+                max_length=MAX_CERT_BYTES,
+                timeout=self._data_timeout(socket),
+                on_data=store,
+                on_cancel=Reply.ok,
+            )
+        )
+
+    # -- AT+QSSLOPEN ----------------------------------------------------------------
+    def _open(self, c: Command) -> Reply:
+        if c.kind is CommandKind.TEST:
+            return Reply.ok('+QSSLOPEN: (1-3),(0-5),"<host_name>",(1-65535),(0)')
+        if c.kind is CommandKind.READ:
+            return Reply.ok()
+        socket = self._socket(c) if c.kind is CommandKind.WRITE and len(c.args) == 5 else None
+        if socket is None:
+            return Reply.fail()
+        host, port, mode = c.args[2].as_string(), c.int_arg(3), c.int_arg(4)
+        if not host or port is None or not 1 <= port <= 65535 or mode != 0:
+            return Reply.fail()
+        if socket.state is not SocketState.CLOSED:
+            line = b"+QSSLOPEN: %d,%d,%d" % (CONTEXT_ID, socket.connect_id, ResultCode.STATE)
+            return Reply.ok(then=lambda: self._report_state_error(line))
+        return Reply.ok(then=lambda: socket.open(host, port))
+
+    def _report_state_error(self, line: bytes) -> None:
+        self._stats.opens += 1
+        self._stats.open_failures += 1
+        self._emit_urc(line)
+
+    # -- AT+QSSLSEND ----------------------------------------------------------------
+    def _send(self, c: Command) -> Reply:
+        if c.kind is CommandKind.TEST:
+            return Reply.ok(f"+QSSLSEND: (1-3),(0-5),(1-{MAX_SEND_TEXT})")
+        if c.kind is CommandKind.READ:
+            return Reply.ok()
+        socket = self._socket(c) if c.kind is CommandKind.WRITE else None
+        if socket is None or len(c.args) not in (2, 3):
+            return Reply.fail()
+        hex_format = socket.settings.send_hex
+        limit = MAX_SEND_HEX if hex_format else MAX_SEND_TEXT
+        length = c.int_arg(2) if len(c.args) == 3 else None
+        if len(c.args) == 3 and (length is None or not 1 <= length <= limit):
+            return self._send_failed(CmeError.INCORRECT_PARAMETERS)
+        if socket.state is not SocketState.OPEN:
+            return self._send_failed(CmeError.OPERATION_NOT_ALLOWED)
+        if self._faults.take_send_error(SendErrorStage.COMMAND):
+            return self._send_failed(CmeError.UNKNOWN)
+        digits_per_byte = 2 if hex_format else 1
+
+        def accept(raw: bytes) -> Reply:
+            payload = _decode_payload(raw, hex_format)
+            if not payload:
+                return self._send_failed(CmeError.INCORRECT_PARAMETERS)
+            if socket.state is not SocketState.OPEN:
+                return self._send_failed(CmeError.OPERATION_NOT_ALLOWED)
+            if self._faults.take_send_error(SendErrorStage.AFTER_DATA):
+                return self._send_failed(CmeError.UNKNOWN)
+            self._stats.sends += 1
+            self._stats.sent_payload_bytes += len(payload)
+            return Reply.ok(then=lambda: socket.send(payload))
+
+        return Reply.ask(
+            DataRequest(
+                fixed_length=None if length is None else length * digits_per_byte,
+                max_length=limit * digits_per_byte,
+                timeout=self._data_timeout(socket),
+                on_data=accept,
+                on_cancel=Reply.ok,  # Esc: nothing sent, no +QSSLSEND
+            )
+        )
+
+    def _send_failed(self, error: CmeError) -> Reply:
+        self._stats.send_failures += 1
+        return Reply.fail(error)
+
+    # -- AT+QSSLCLOSE ---------------------------------------------------------------
+    def _close(self, c: Command) -> Reply:
+        if c.kind is CommandKind.TEST:
+            return Reply.ok("+QSSLCLOSE: (1-3),(0-5)")
+        if c.kind is CommandKind.READ:
+            return Reply.ok()
+        socket = self._socket(c) if c.kind is CommandKind.WRITE and len(c.args) == 2 else None
+        if socket is None:
+            return Reply.fail()
+        # Closing a closed socket is harmless: OK and +QSSLCLOSE ...,0 as usual.
+        return Reply.ok(then=socket.close)
+
+
+def _decode_payload(raw: bytes, hex_format: bool) -> bytes | None:
+    """Payload bytes of what the host sent; None if hex digits are malformed."""
+    if not hex_format:
+        return raw
+    if len(raw) % 2:
+        return None
+    try:
+        return binascii.unhexlify(raw)
+    except (binascii.Error, ValueError):
+        return None

@@ -1,0 +1,920 @@
+"""The channel state machine: one example test per transition, then a stateful model that
+drives random orders of client, module and timer events and checks the invariants."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from bridged.channel import (
+    REOPEN_TIMER,
+    Action,
+    CancelTimer,
+    Channel,
+    ChannelState,
+    CloseClient,
+    CloseSocket,
+    CountRxDropped,
+    CountTxLost,
+    DataReady,
+    DeliverToClient,
+    Ignored,
+    Mode,
+    OpenSocket,
+    PauseClient,
+    QueueLimits,
+    ReconnectPolicy,
+    RefuseClient,
+    ResumeClient,
+    StartTimer,
+    StateChanged,
+)
+
+CLOSED, OPENING, OPEN, CLOSING = (
+    ChannelState.CLOSED,
+    ChannelState.OPENING,
+    ChannelState.OPEN,
+    ChannelState.CLOSING,
+)
+
+
+def make(
+    mode: Mode,
+    *,
+    send_max: int = 1000,
+    recv_buffer: int = 100,
+    retries: int = 2,
+    max_chunk: int = 730,
+) -> Channel:
+    """A channel without jitter, so reopen delays are exact: 1, 2, 4, 8, 8, ..."""
+    return Channel(
+        3,
+        mode,
+        limits=QueueLimits(send_max_bytes=send_max, recv_buffer_bytes=recv_buffer),
+        reconnect=ReconnectPolicy(initial=1.0, max=8.0, jitter=0.0, open_retries=retries),
+        max_chunk=max_chunk,
+        rng=random.Random(0),
+    )
+
+
+def effects(actions: list[Action]) -> list[Action]:
+    """The actions without the StateChanged log entries (tested on their own)."""
+    return [action for action in actions if not isinstance(action, StateChanged)]
+
+
+def open_with_client(mode: Mode, **kwargs: int) -> Channel:
+    channel = make(mode, **kwargs)
+    channel.module_ready()
+    channel.client_connected()
+    channel.open_result(0)
+    assert channel.state is OPEN and channel.client_attached
+    return channel
+
+
+def send_all(channel: Channel) -> bytes:
+    """Play scheduler and module: send and confirm every sendable chunk."""
+    sent = bytearray()
+    while channel.sendable():
+        chunk = channel.next_chunk()
+        sent += chunk
+        channel.send_done(len(chunk))
+    return bytes(sent)
+
+
+# --- states and construction ---------------------------------------------------------------
+
+
+def test_state_numbers_are_the_exported_metric_values() -> None:
+    assert [int(state) for state in (CLOSED, OPENING, OPEN, CLOSING)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"mode": "sometimes"}, {"send_max": 0}, {"retries": -1}, {"max_chunk": 0}],
+)
+def test_nonsense_settings_are_refused(kwargs: dict[str, object]) -> None:
+    mode = kwargs.pop("mode", "on-demand")
+    with pytest.raises(ValueError):
+        make(mode, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_new_channel_is_closed_and_waits_for_the_module() -> None:
+    channel = make("persistent")
+    assert (channel.state, channel.module_is_ready, channel.client_attached) == (
+        CLOSED,
+        False,
+        False,
+    )
+    assert channel.sendable() == 0 and channel.queued_bytes == 0
+
+
+# --- on-demand: opening ----------------------------------------------------------------------
+
+
+def test_on_demand_client_opens_the_socket() -> None:
+    channel = make("on-demand")
+    assert channel.module_ready() == []
+    assert channel.client_connected() == [
+        StateChanged(CLOSED, OPENING, "client connected"),
+        OpenSocket(),
+    ]
+
+
+def test_on_demand_client_before_module_ready_waits_for_it() -> None:
+    channel = make("on-demand")
+    assert channel.client_connected() == []
+    assert channel.state is CLOSED and channel.client_attached
+    assert effects(channel.module_ready()) == [OpenSocket()]
+
+
+def test_second_client_is_refused_and_changes_nothing() -> None:
+    channel = open_with_client("on-demand")
+    channel.client_data(b"abc")
+    assert channel.client_connected() == [RefuseClient("connectID 3 already has a client")]
+    assert channel.state is OPEN and channel.queued_bytes == 3
+
+
+def test_bytes_written_while_opening_are_kept_and_sent_once_open() -> None:
+    channel = make("on-demand")
+    channel.module_ready()
+    channel.client_connected()
+    assert channel.client_data(b"hello ") == []
+    assert channel.client_data(b"world") == []
+    assert channel.sendable() == 0  # not open yet
+    assert channel.open_result(0) == [StateChanged(OPENING, OPEN, "opened"), DataReady()]
+    assert send_all(channel) == b"hello world"
+
+
+@pytest.mark.parametrize(
+    ("fail", "reason"),
+    [
+        (lambda ch: ch.open_result(-7), "open failed: error -7"),
+        (lambda ch: ch.open_error("command timeout"), "open failed: command timeout"),
+    ],
+)
+def test_on_demand_open_failure_retries_with_backoff_then_closes_the_client(
+    fail: Callable[[Channel], list[Action]], reason: str
+) -> None:
+    channel = make("on-demand", retries=2)
+    channel.module_ready()
+    channel.client_connected()
+    channel.client_data(b"request")
+    assert fail(channel) == [StateChanged(OPENING, CLOSED, reason), StartTimer(REOPEN_TIMER, 1.0)]
+    assert channel.reopen_pending
+    assert effects(channel.timer_fired(REOPEN_TIMER)) == [OpenSocket()]
+    assert effects(fail(channel)) == [StartTimer(REOPEN_TIMER, 2.0)]
+    assert effects(channel.timer_fired(REOPEN_TIMER)) == [OpenSocket()]
+    gave_up = f"{reason} (gave up after 3 attempts)"
+    assert effects(fail(channel)) == [CloseClient(gave_up), CountTxLost(7, gave_up)]
+    assert (channel.state, channel.client_attached, channel.reopen_pending) == (
+        CLOSED,
+        False,
+        False,
+    )
+
+
+def test_on_demand_successful_open_resets_the_retry_budget() -> None:
+    channel = make("on-demand", retries=1)
+    channel.module_ready()
+    channel.client_connected()
+    channel.open_result(-2)
+    channel.timer_fired(REOPEN_TIMER)
+    channel.open_result(0)
+    channel.client_closed()
+    channel.close_done()
+    channel.client_connected()
+    assert effects(channel.open_result(-2)) == [StartTimer(REOPEN_TIMER, 1.0)]
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+def test_small_writes_are_coalesced_into_full_chunks() -> None:
+    channel = open_with_client("on-demand", send_max=10_000)
+    for _ in range(10):
+        channel.client_data(b"x" * 100)
+    assert channel.sendable() == 1000
+    assert len(channel.next_chunk()) == 730  # one 730-byte send, not seven 100-byte ones
+    assert channel.sendable() == 0  # one chunk in flight at a time
+    assert channel.send_done(730) == [DataReady()]
+    assert len(channel.next_chunk()) == 270
+
+
+def test_chunks_keep_the_byte_order_across_writes() -> None:
+    channel = open_with_client("on-demand", max_chunk=4)
+    for piece in (b"ab", b"cde", b"f", b"ghij"):
+        channel.client_data(piece)
+    chunks = []
+    while channel.sendable():
+        chunks.append(channel.next_chunk())
+        channel.send_done(len(chunks[-1]))
+    assert chunks == [b"abcd", b"efgh", b"ij"]
+
+
+def test_data_ready_only_when_the_channel_becomes_sendable() -> None:
+    channel = open_with_client("on-demand")
+    assert channel.client_data(b"a") == [DataReady()]
+    assert channel.client_data(b"b") == []  # already sendable: the scheduler knows
+    channel.next_chunk()
+    assert channel.client_data(b"c") == []  # chunk in flight: send_done will tell
+    assert channel.send_done(2) == [DataReady()]
+
+
+def test_client_is_paused_at_the_limit_and_resumed_at_half() -> None:
+    channel = open_with_client("on-demand", send_max=1000, max_chunk=300)
+    assert channel.client_data(b"x" * 999) == [DataReady()]
+    assert channel.client_data(b"x") == [PauseClient()]
+    channel.next_chunk()
+    assert channel.send_done(300) == [DataReady()]  # 700 unconfirmed: still paused
+    channel.next_chunk()
+    assert channel.send_done(300) == [ResumeClient(), DataReady()]  # 400 <= 500
+
+
+def test_send_failure_closes_client_and_socket_and_counts_the_lost_bytes() -> None:
+    channel = open_with_client("on-demand", max_chunk=10)
+    channel.client_data(b"x" * 25)
+    channel.next_chunk()
+    assert channel.send_failed("ERROR") == [
+        CloseClient("send failed: ERROR"),
+        CountTxLost(25, "send failed: ERROR"),
+        StateChanged(OPEN, CLOSING, "send failed: ERROR"),
+        CloseSocket(),
+    ]
+    assert channel.queued_bytes == 0
+    assert channel.close_done() == [StateChanged(CLOSING, CLOSED, "closed")]
+
+
+def test_send_done_must_confirm_the_chunk_in_flight() -> None:
+    channel = open_with_client("on-demand")
+    channel.client_data(b"abc")
+    channel.next_chunk()
+    with pytest.raises(ValueError):
+        channel.send_done(2)
+
+
+def test_next_chunk_without_sendable_bytes_is_a_programming_error() -> None:
+    with pytest.raises(RuntimeError):
+        open_with_client("on-demand").next_chunk()
+
+
+# --- on-demand: the client leaves --------------------------------------------------------
+
+
+def test_on_demand_client_leaving_with_nothing_queued_closes_the_socket() -> None:
+    channel = open_with_client("on-demand")
+    assert channel.client_closed() == [StateChanged(OPEN, CLOSING, "client left"), CloseSocket()]
+    assert channel.close_done() == [StateChanged(CLOSING, CLOSED, "closed")]
+    assert channel.state is CLOSED and not channel.reopen_pending
+
+
+def test_on_demand_what_a_departed_client_wrote_is_still_sent_then_the_socket_closes() -> None:
+    channel = open_with_client("on-demand", max_chunk=6)
+    channel.client_data(b"last words")
+    first = channel.next_chunk()
+    assert channel.client_closed() == []  # keep flushing
+    assert channel.send_done(len(first)) == [DataReady()]
+    second = channel.next_chunk()
+    assert first + second == b"last words"
+    assert channel.send_done(len(second)) == [
+        StateChanged(OPEN, CLOSING, "flushed after client left"),
+        CloseSocket(),
+    ]
+
+
+def test_on_demand_client_leaving_while_opening_closes_once_open() -> None:
+    channel = make("on-demand")
+    channel.module_ready()
+    channel.client_connected()
+    assert channel.client_closed() == []
+    assert effects(channel.open_result(0)) == [CloseSocket()]
+
+
+def test_on_demand_client_leaving_during_backoff_cancels_the_retry() -> None:
+    channel = make("on-demand")
+    channel.module_ready()
+    channel.client_connected()
+    channel.open_result(-2)
+    assert channel.client_closed() == [CancelTimer(REOPEN_TIMER)]
+    assert not channel.reopen_pending
+
+
+def test_on_demand_departed_client_bytes_are_counted_when_the_flush_fails() -> None:
+    channel = make("on-demand", retries=0)
+    channel.module_ready()
+    channel.client_connected()
+    channel.client_data(b"abc")
+    channel.client_closed()
+    assert effects(channel.open_result(-2)) == [
+        CountTxLost(3, "open failed: error -2 (gave up after 1 attempts)")
+    ]
+
+
+def test_on_demand_received_bytes_after_the_client_left_are_counted() -> None:
+    channel = open_with_client("on-demand")
+    channel.client_data(b"x")
+    channel.client_closed()
+    assert channel.recv(b"late") == [CountRxDropped(4, "no client for this connection")]
+
+
+def test_on_demand_next_client_waits_for_its_own_connection() -> None:
+    """A client that connects while the previous one's bytes are still being flushed must
+    neither see that connection's data nor send on it."""
+    channel = open_with_client("on-demand")
+    channel.client_data(b"old")
+    channel.client_closed()
+    assert channel.client_connected() == []  # attached, waiting
+    channel.client_data(b"new")
+    assert channel.next_chunk() == b"old"
+    assert channel.recv(b"reply to old") == [CountRxDropped(12, "no client for this connection")]
+    assert effects(channel.send_done(3)) == [CloseSocket()]
+    assert channel.sendable() == 0
+    assert channel.close_done() == [
+        StateChanged(CLOSING, CLOSED, "closed"),
+        StateChanged(CLOSED, OPENING, "next client"),
+        OpenSocket(),
+    ]
+    channel.open_result(0)
+    assert channel.recv(b"reply to new") == [DeliverToClient(b"reply to new")]
+    assert send_all(channel) == b"new"
+
+
+def test_on_demand_waiting_client_leaving_loses_only_its_own_bytes() -> None:
+    channel = open_with_client("on-demand")
+    channel.client_data(b"old")
+    channel.client_closed()
+    channel.client_connected()
+    channel.client_data(b"new!")
+    assert channel.client_closed() == [CountTxLost(4, "client left before its connection opened")]
+    assert send_all(channel) == b"old"
+
+
+def test_on_demand_waiting_client_gets_its_connection_even_if_the_flush_gives_up() -> None:
+    channel = make("on-demand", retries=0)
+    channel.module_ready()
+    channel.client_connected()
+    channel.client_data(b"old")
+    channel.client_closed()
+    channel.client_connected()
+    actions = channel.open_result(-2)
+    assert effects(actions) == [
+        CountTxLost(3, "open failed: error -2 (gave up after 1 attempts)"),
+        OpenSocket(),
+    ]
+    assert channel.client_attached
+
+
+# --- remote close --------------------------------------------------------------------------
+
+
+def test_on_demand_remote_close_gives_the_client_eof_without_closing_the_socket() -> None:
+    channel = open_with_client("on-demand")
+    assert channel.recv(b"bye") == [DeliverToClient(b"bye")]
+    assert channel.remote_closed() == [
+        StateChanged(OPEN, CLOSED, "remote closed"),
+        CloseClient("remote closed"),
+    ]
+    assert channel.state is CLOSED and not channel.reopen_pending
+
+
+def test_remote_close_counts_the_bytes_it_left_unconfirmed() -> None:
+    channel = open_with_client("on-demand", max_chunk=2)
+    channel.client_data(b"abcde")
+    channel.next_chunk()
+    assert effects(channel.remote_closed()) == [
+        CloseClient("remote closed"),
+        CountTxLost(5, "remote closed"),
+    ]
+    assert channel.send_failed("ERROR") == [Ignored("send_failed", "no chunk in flight")]
+
+
+def test_remote_close_racing_our_close_sends_no_second_close() -> None:
+    channel = open_with_client("on-demand")
+    channel.client_closed()
+    assert channel.state is CLOSING
+    assert channel.remote_closed() == [Ignored("remote_closed", "not open (CLOSING)")]
+    assert channel.close_done() == [StateChanged(CLOSING, CLOSED, "closed")]
+
+
+def test_persistent_remote_close_closes_the_client_and_reopens_with_backoff() -> None:
+    channel = open_with_client("persistent")
+    assert channel.remote_closed() == [
+        StateChanged(OPEN, CLOSED, "remote closed"),
+        CloseClient("remote closed"),
+        StartTimer(REOPEN_TIMER, 1.0),
+    ]
+    assert channel.timer_fired(REOPEN_TIMER) == [
+        StateChanged(CLOSED, OPENING, "retrying after backoff"),
+        OpenSocket(),
+    ]
+
+
+# --- persistent --------------------------------------------------------------------------
+
+
+def test_persistent_opens_as_soon_as_the_module_is_ready() -> None:
+    channel = make("persistent")
+    assert channel.module_ready() == [StateChanged(CLOSED, OPENING, "module ready"), OpenSocket()]
+
+
+def test_persistent_retries_forever_with_capped_delays_and_keeps_the_client() -> None:
+    channel = make("persistent", retries=0)
+    channel.module_ready()
+    channel.client_connected()
+    delays = []
+    for _ in range(6):
+        (timer,) = effects(channel.open_result(-2))
+        assert isinstance(timer, StartTimer)
+        delays.append(timer.delay)
+        channel.timer_fired(REOPEN_TIMER)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert channel.client_attached
+
+
+def test_persistent_buffers_received_bytes_until_a_client_comes() -> None:
+    channel = make("persistent", recv_buffer=10)
+    channel.module_ready()
+    channel.open_result(0)
+    assert channel.recv(b"12345") == []
+    assert channel.recv(b"6789abc") == [CountRxDropped(2, "receive buffer full, no client")]
+    assert channel.recv_buffered_bytes == 10
+    assert channel.client_connected() == [DeliverToClient(b"123456789a")]
+    assert channel.recv_buffered_bytes == 0
+    assert channel.recv(b"more") == [DeliverToClient(b"more")]
+
+
+def test_persistent_client_leaving_keeps_the_connection_and_sends_its_bytes() -> None:
+    channel = open_with_client("persistent")
+    channel.client_data(b"fire and forget")
+    assert channel.client_closed() == []
+    assert channel.state is OPEN
+    assert send_all(channel) == b"fire and forget"
+    assert channel.state is OPEN
+
+
+def test_persistent_new_client_is_paused_at_once_if_the_queue_is_full() -> None:
+    channel = make("persistent", send_max=10)
+    channel.module_ready()
+    channel.client_connected()
+    channel.client_data(b"x" * 10)
+    channel.client_closed()
+    assert channel.client_connected() == [PauseClient()]
+
+
+def test_persistent_send_failure_reopens_after_the_close() -> None:
+    channel = open_with_client("persistent")
+    channel.client_data(b"x")
+    channel.next_chunk()
+    assert effects(channel.send_failed("+QSSLSEND error -2")) == [
+        CloseClient("send failed: +QSSLSEND error -2"),
+        CountTxLost(1, "send failed: +QSSLSEND error -2"),
+        CloseSocket(),
+    ]
+    assert effects(channel.close_done()) == [StartTimer(REOPEN_TIMER, 1.0)]
+
+
+# --- the module ------------------------------------------------------------------------------
+
+
+def test_module_lost_voids_everything_and_closes_the_client() -> None:
+    channel = make("persistent")
+    channel.module_ready()
+    channel.open_result(-2)  # waiting for the reopen timer
+    channel.client_connected()
+    channel.client_data(b"pending")
+    assert channel.state is CLOSED  # so no StateChanged below
+    assert channel.module_lost("module rebooted") == [
+        CancelTimer(REOPEN_TIMER),
+        CloseClient("module rebooted"),
+        CountTxLost(7, "module rebooted"),
+    ]
+    assert channel.timer_fired(REOPEN_TIMER) == [
+        Ignored("timer_fired('reopen')", "no such timer running")
+    ]
+
+
+def test_persistent_reopens_after_module_lost_and_ready() -> None:
+    channel = open_with_client("persistent")
+    channel.module_lost("serial gone")
+    assert channel.open_result(0) == [Ignored("open_result(0)", "not opening (CLOSED)")]
+    assert effects(channel.module_ready()) == [OpenSocket()]
+
+
+def test_on_demand_after_module_lost_and_ready_is_closed_without_client() -> None:
+    channel = open_with_client("on-demand")
+    assert effects(channel.module_lost("module rebooted")) == [CloseClient("module rebooted")]
+    assert channel.module_ready() == []
+    assert (channel.state, channel.client_attached) == (CLOSED, False)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (lambda ch: ch.send_done(1), Ignored("send_done", "no chunk in flight")),
+        (lambda ch: ch.close_done(), Ignored("close_done", "not closing (OPEN)")),
+        (lambda ch: ch.open_error("late"), Ignored("open_error", "not opening (OPEN)")),
+        (
+            lambda ch: ch.timer_fired("other"),
+            Ignored("timer_fired('other')", "no such timer running"),
+        ),
+        (lambda ch: ch.module_ready(), Ignored("module_ready", "module already ready")),
+    ],
+)
+def test_stale_inputs_change_nothing(
+    event: Callable[[Channel], list[Action]], expected: Ignored
+) -> None:
+    channel = open_with_client("on-demand")
+    assert event(channel) == [expected]
+    assert (channel.state, channel.client_attached) == (OPEN, True)
+
+
+def test_data_from_a_client_that_is_no_longer_attached_is_counted() -> None:
+    channel = make("on-demand")
+    assert channel.client_data(b"ghost") == [
+        CountTxLost(5, "data from a client that is not attached")
+    ]
+
+
+# --- the stateful model ------------------------------------------------------------------
+
+MAX_WRITE = 300
+
+
+class ChannelModel(RuleBasedStateMachine):
+    """A fake module, a fake scheduler and a sequence of TCP clients around one Channel.
+
+    Client n writes only the byte value n, so every chunk shows whose bytes it carries.
+    The server's bytes are a counting sequence, so order and duplicates show.
+    """
+
+    @initialize(
+        mode=st.sampled_from(["on-demand", "persistent"]),
+        send_max=st.integers(1, 1500),
+        recv_buffer=st.integers(0, 400),
+        retries=st.integers(0, 3),
+        max_chunk=st.integers(1, 800),
+        jitter=st.sampled_from([0.0, 0.5]),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def setup(
+        self,
+        mode: Mode,
+        send_max: int,
+        recv_buffer: int,
+        retries: int,
+        max_chunk: int,
+        jitter: float,
+        seed: int,
+    ) -> None:
+        self.mode = mode
+        self.send_max = send_max
+        self.recv_buffer = recv_buffer
+        self.max_delay = 8.0
+        self.channel = Channel(
+            0,
+            mode,
+            limits=QueueLimits(send_max, recv_buffer),
+            reconnect=ReconnectPolicy(1.0, self.max_delay, jitter, retries),
+            max_chunk=max_chunk,
+            rng=random.Random(seed),
+        )
+        self.state = CLOSED
+        # The module as it sees things.
+        self.module_ready = False
+        self.conn = "closed"  # closed | opening | open | closing
+        self.conn_id = 0
+        self.chunk: bytes | None = None  # a send in flight (the scheduler's busy flag)
+        self.chunk_live = False  # False once the channel voided it
+        self.stale: list[str] = []  # results of operations voided by module_lost
+        self.timers: set[str] = set()
+        # Clients.
+        self.client_count = 0
+        self.client: int | None = None  # the attached one
+        self.paused = False
+        self.writes_after_pause = 0
+        self.written: dict[int, int] = defaultdict(int)
+        self.confirmed: dict[int, int] = defaultdict(int)
+        self.closed_by_channel: set[int] = set()
+        self.total_written = self.total_confirmed = self.total_lost = 0
+        self.last_tag_sent = 0
+        self.conns_of_client: dict[int, set[int]] = defaultdict(set)
+        self.clients_of_conn: dict[int, set[int]] = defaultdict(set)
+        # Server bytes.
+        self.received = bytearray()
+        self.delivered = bytearray()
+        self.rx_dropped = 0
+
+    # --- applying the channel's actions, checking each ---
+
+    def apply(self, actions: list[Action], *, may_ignore: bool = False) -> list[Action]:
+        for action in actions:
+            match action:
+                case StateChanged(old, new, _):
+                    assert old is self.state and new is not old
+                    self.state = new
+                case OpenSocket():
+                    assert self.module_ready and self.conn == "closed"  # never two opens
+                    self.conn = "opening"
+                    self.conn_id += 1
+                case CloseSocket():
+                    # Only an open connection: never after "closed" (invariant 4).
+                    assert self.conn == "open"
+                    self.conn = "closing"
+                case DeliverToClient(data):
+                    assert self.client is not None and data
+                    self.delivered += data
+                    if self.mode == "on-demand":
+                        self.clients_of_conn[self.conn_id].add(self.client)
+                case CloseClient():
+                    assert self.client is not None
+                    self.closed_by_channel.add(self.client)
+                    self.client = None
+                    self.paused = False
+                case PauseClient():
+                    assert self.client is not None and not self.paused
+                    self.paused = True
+                    self.writes_after_pause = 0
+                case ResumeClient():
+                    assert self.client is not None and self.paused
+                    self.paused = False
+                case StartTimer(name, delay):
+                    assert name == REOPEN_TIMER and name not in self.timers
+                    assert 0 < delay <= self.max_delay
+                    self.timers.add(name)
+                case CancelTimer(name):
+                    assert name in self.timers
+                    self.timers.discard(name)
+                case CountTxLost(n, _):
+                    assert n > 0
+                    self.total_lost += n
+                case CountRxDropped(n, _):
+                    assert n > 0
+                    self.rx_dropped += n
+                case DataReady():
+                    assert self.channel.sendable() > 0
+                case RefuseClient():
+                    raise AssertionError("refused a client while none was attached")
+                case Ignored():
+                    assert may_ignore and actions == [action]
+        return actions
+
+    # --- the module ---
+
+    @precondition(lambda self: not self.module_ready)
+    @rule()
+    def module_becomes_ready(self) -> None:
+        self.module_ready = True
+        self.stale.clear()  # the engine fails old operations before the module is ready
+        self.apply(self.channel.module_ready())
+
+    @precondition(lambda self: self.module_ready)
+    @rule()
+    def module_lost(self) -> None:
+        self.lose_module()
+
+    def lose_module(self) -> None:
+        self.module_ready = False
+        pending = {"opening": "open", "closing": "close"}.get(self.conn)
+        self.stale += [pending] if pending else []
+        if self.chunk is not None:
+            self.stale.append("send")
+            self.chunk = None  # the engine fails it; the scheduler is free
+        self.chunk_live = False
+        self.conn = "closed"
+        self.apply(self.channel.module_lost("module rebooted"))
+        assert not self.timers and self.state is CLOSED
+
+    @precondition(lambda self: self.module_ready)
+    @rule()
+    def module_reboots(self) -> None:
+        """Invariant 5: after module lost and ready, persistent opens again; on-demand is
+        closed with no client."""
+        self.lose_module()
+        self.module_becomes_ready()
+        if self.mode == "persistent":
+            assert self.state is OPENING
+        else:
+            assert self.state is CLOSED
+            assert not self.channel.client_attached and self.channel.queued_bytes == 0
+
+    @precondition(lambda self: self.stale and not self.module_ready)
+    @rule(ok=st.booleans())
+    def stale_result_arrives(self, ok: bool) -> None:
+        channel = self.channel
+        results: dict[str, Callable[[], list[Action]]] = {
+            "open": lambda: channel.open_result(0) if ok else channel.open_error("timeout"),
+            "close": channel.close_done,
+            "send": lambda: channel.send_done(1) if ok else channel.send_failed("ERROR"),
+        }
+        late = results[self.stale.pop()]
+        (ignored,) = self.apply(late(), may_ignore=True)
+        assert isinstance(ignored, Ignored)
+
+    @precondition(lambda self: self.conn == "opening")
+    @rule(err=st.sampled_from([0, 0, -1, -2, -7, 99]))
+    def open_result(self, err: int) -> None:
+        self.conn = "open" if err == 0 else "closed"
+        self.apply(self.channel.open_result(err))
+
+    @precondition(lambda self: self.conn == "opening")
+    @rule()
+    def open_command_fails(self) -> None:
+        self.conn = "closed"
+        self.apply(self.channel.open_error("ERROR"))
+
+    @precondition(lambda self: self.conn == "closing")
+    @rule()
+    def close_completes(self) -> None:
+        self.conn = "closed"
+        self.apply(self.channel.close_done())
+
+    @precondition(lambda self: self.conn in ("open", "closing"))
+    @rule()
+    def remote_closes(self) -> None:
+        if self.conn == "open":
+            self.conn = "closed"
+            self.chunk_live = False
+            actions = self.apply(self.channel.remote_closed())
+            assert StateChanged(OPEN, CLOSED, "remote closed") in actions
+        else:  # our close is racing it; close_done still follows
+            self.apply(self.channel.remote_closed(), may_ignore=True)
+
+    @precondition(lambda self: self.conn == "open")
+    @rule(size=st.integers(1, 700))
+    def server_sends(self, size: int) -> None:
+        start = len(self.received)
+        data = bytes((start + i) % 251 for i in range(size))
+        self.received += data
+        self.apply(self.channel.recv(data))
+
+    # --- the scheduler and the sends ---
+
+    @precondition(lambda self: self.chunk is None and self.channel.sendable() > 0)
+    @rule()
+    def scheduler_takes_a_chunk(self) -> None:
+        assert self.state is OPEN and self.conn == "open"  # never send when not open
+        chunk = self.channel.next_chunk()
+        assert chunk
+        for tag in sorted(set(chunk)):
+            assert tag >= self.last_tag_sent  # no client's bytes overtake an earlier one's
+            self.last_tag_sent = tag
+            self.conns_of_client[tag].add(self.conn_id)
+            if self.mode == "on-demand":
+                self.clients_of_conn[self.conn_id].add(tag)
+        self.chunk = chunk
+        self.chunk_live = True
+
+    @precondition(lambda self: self.chunk is not None)
+    @rule()
+    def send_succeeds(self) -> None:
+        assert self.chunk is not None
+        chunk, self.chunk = self.chunk, None
+        actions = self.apply(self.channel.send_done(len(chunk)), may_ignore=not self.chunk_live)
+        assert (actions[:1] == [Ignored("send_done", "no chunk in flight")]) != self.chunk_live
+        if self.chunk_live:
+            self.total_confirmed += len(chunk)
+            for tag in chunk:
+                self.confirmed[tag] += 1
+
+    @precondition(lambda self: self.chunk is not None)
+    @rule()
+    def send_fails(self) -> None:
+        self.chunk = None
+        actions = self.apply(self.channel.send_failed("ERROR"), may_ignore=not self.chunk_live)
+        if self.chunk_live:
+            assert CloseSocket() in actions
+        self.chunk_live = False
+
+    # --- timers ---
+
+    @precondition(lambda self: self.timers)
+    @rule()
+    def reopen_timer_fires(self) -> None:
+        self.timers.discard(REOPEN_TIMER)
+        self.apply(self.channel.timer_fired(REOPEN_TIMER))
+
+    # --- clients ---
+
+    @rule()
+    def client_connects(self) -> None:
+        if self.client is not None:
+            actions = self.channel.client_connected()
+            assert len(actions) == 1 and isinstance(actions[0], RefuseClient)
+            return
+        self.client_count += 1
+        self.client = self.client_count
+        self.paused = False
+        self.apply(self.channel.client_connected())
+        if self.paused:
+            self.writes_after_pause = 1  # paused before its first read: no read under way
+
+    @precondition(
+        lambda self: self.client is not None and (not self.paused or self.writes_after_pause == 0)
+    )
+    @rule(size=st.integers(1, MAX_WRITE))
+    def client_writes(self, size: int) -> None:
+        assert self.client is not None
+        if self.paused:
+            self.writes_after_pause += 1  # one read may already be under way when paused
+        self.written[self.client] += size
+        self.total_written += size
+        self.apply(self.channel.client_data(bytes([self.client]) * size))
+
+    @precondition(lambda self: self.client is not None)
+    @rule()
+    def client_disconnects(self) -> None:
+        self.client = None
+        self.paused = False
+        self.apply(self.channel.client_closed())
+
+    # --- invariants ---
+
+    @invariant()
+    def every_client_byte_is_confirmed_queued_or_counted_lost(self) -> None:
+        """Invariant 1: nothing is dropped silently."""
+        channel = self.channel
+        assert self.total_written == self.total_confirmed + channel.queued_bytes + self.total_lost
+        if self.client is not None:
+            # The attached client was never closed: none of its bytes may be lost.
+            unconfirmed = self.written[self.client] - self.confirmed[self.client]
+            assert unconfirmed <= channel.queued_bytes
+
+    @invariant()
+    def received_bytes_arrive_in_order_exactly_once(self) -> None:
+        """Invariant 2, plus: in on-demand mode a client only sees its own connection."""
+        accounted = len(self.delivered) + self.rx_dropped + self.channel.recv_buffered_bytes
+        assert accounted == len(self.received)
+        remaining = iter(self.received)
+        assert all(byte in remaining for byte in self.delivered)  # an ordered subsequence
+        for conn, clients in self.clients_of_conn.items():
+            assert len(clients) <= 1, f"connection {conn} served clients {clients}"
+
+    @invariant()
+    def a_client_stream_never_spans_two_connections(self) -> None:
+        for client, conns in self.conns_of_client.items():
+            assert len(conns) <= 1, f"client {client} sent on connections {conns}"
+
+    @invariant()
+    def memory_is_bounded(self) -> None:
+        """Invariant 3: paused at the limit; at most one more write once paused."""
+        assert self.channel.queued_bytes < self.send_max + 2 * MAX_WRITE
+        assert self.channel.recv_buffered_bytes <= self.recv_buffer
+
+    @invariant()
+    def the_channel_agrees_with_the_module(self) -> None:
+        channel = self.channel
+        expected = {"closed": CLOSED, "opening": OPENING, "open": OPEN, "closing": CLOSING}
+        assert channel.state is self.state is expected[self.conn]
+        assert channel.client_attached == (self.client is not None)
+        assert channel.reopen_pending == (REOPEN_TIMER in self.timers)
+
+    @invariant()
+    def nothing_is_stuck(self) -> None:
+        """Liveness: with the module ready, bytes to send or a client always mean the
+        channel is busy or has a retry timer running; a paused client gets resumed."""
+        channel = self.channel
+        wants = channel.queued_bytes > 0 or channel.client_attached or self.mode == "persistent"
+        if self.module_ready and wants:
+            assert channel.state is not CLOSED or channel.reopen_pending
+        if self.paused:
+            assert channel.queued_bytes > self.send_max // 2
+
+    def teardown(self) -> None:
+        """A cooperative module from here on: everything queued must be confirmed or
+        lost, and the client still attached must have all its bytes confirmed."""
+        if not hasattr(self, "channel"):
+            return
+        for _ in range(10_000):
+            if not self.module_ready:
+                self.module_becomes_ready()
+            elif self.chunk is not None:
+                self.send_succeeds()
+            elif self.conn == "opening":
+                self.open_result(0)
+            elif self.conn == "closing":
+                self.close_completes()
+            elif self.channel.sendable():
+                self.scheduler_takes_a_chunk()
+            elif self.timers:
+                self.reopen_timer_fires()
+            else:
+                break
+        assert self.channel.queued_bytes == 0
+        self.every_client_byte_is_confirmed_queued_or_counted_lost()
+        if self.client is not None:
+            assert self.confirmed[self.client] == self.written[self.client]
+
+
+ChannelModel.TestCase.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
+TestChannelModel = ChannelModel.TestCase
