@@ -91,6 +91,7 @@ class Daemon:
         self.ready_once: defer.Deferred[None] = defer.Deferred()
         self.state_listeners: list[Callable[[str], None]] = []
         self.stop_hooks: list[Callable[[], object]] = []
+        self.fatal: str | None = None  # why the daemon must exit non-zero
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -240,8 +241,6 @@ class Daemon:
         for listener in list(self.state_listeners):
             listener(status)
 
-    fatal: str | None = None
-
 
 def certificate_digest(config: SocketConfig) -> str:
     """A digest of the socket's certificate files: a reload re-uploads them if they changed."""
@@ -257,10 +256,21 @@ def certificate_digest(config: SocketConfig) -> str:
 
 def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
     """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
-    if config.metrics is not None:
-        from bridged.metrics import install_metrics
+    from bridged.link_health import start_link_health
+    from bridged.metrics import install_metrics
 
-        install_metrics(daemon, reactor, config.metrics.listen)
+    health = start_link_health(daemon, reactor)  # None when modem.health_interval is 0
+    if health is not None:
+        daemon.stop_hooks.append(health.stop)
+    if config.metrics is not None:
+        try:
+            port = install_metrics(daemon, reactor, config.metrics.listen, link_health=health)
+        except CannotListenError as e:
+            daemon.fatal = f"cannot listen for metrics on {config.metrics.listen}: {e}"
+            log.critical("{why}", why=daemon.fatal)
+            reactor.callWhenRunning(reactor.stop)
+            return
+        daemon.stop_hooks.append(port.stopListening)
     install_passthrough(daemon, reactor, config)
 
 

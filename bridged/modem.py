@@ -253,6 +253,13 @@ class Modem:
             self._lose("reset")
             self._initialise()
             return
+        if self.state is ModemState.INITIALISING:
+            # Booting while we initialise: the port was opened as the module started (or
+            # its boot banner waited in a buffer). Not a restart; start init over.
+            log.info("module booted ({text}); initialising", text=text)
+            self._lose("boot")
+            self._initialise()
+            return
         log.warn("module rebooted ({text}); re-initialising", text=text)
         self.restart_module("reboot")
 

@@ -268,6 +268,28 @@ class QsslClient:
         confirmed: defer.Deferred[None] = result.addCallback(check).addErrback(timed_out)
         return accepted_d, confirmed
 
+    async def send_variable_length(self, connect_id: int, payload: bytes) -> None:
+        """The note's variable-length send (``AT+QSSLSEND=1,<id>``, data, Ctrl+Z).
+
+        Not binary-safe: Ctrl+Z and Esc end or cancel it, so they are refused here. The
+        bridge itself always sends fixed length; this exists for the note's own flow.
+        """
+        if CTRL_Z in payload or b"\x1b" in payload or not payload:
+            raise ValueError("variable-length data must be non-empty, without Ctrl+Z or Esc")
+        result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
+        try:
+            await self.engine.command(
+                f"AT+QSSLSEND={CONTEXT_ID},{connect_id}",
+                timeout=self.command_timeout,
+                data=DataPhase(payload, terminator=CTRL_Z),
+            )
+        except BaseException:
+            _discard(result)
+            raise
+        code = await result
+        if code != 0:
+            raise QsslError(connect_id, "send", error_name(code), code)
+
     async def close(self, connect_id: int) -> None:
         """Close a socket. A module that answers OK without ``+QSSLCLOSE:`` is tolerated."""
         result = self._expect(CloseResult, connect_id, CLOSE_RESULT_WAIT)
@@ -347,12 +369,14 @@ class QsslClient:
             else:
                 listener.on_recv(event.data)
         elif isinstance(event, ClosedUrc):
-            self.fail_waiters(
-                RemoteClosed(f"socket {event.connect_id} closed by the module"), event.connect_id
-            )
+            # The listener hears of the close before a pending send fails because of it,
+            # so it never answers that failure with an AT+QSSLCLOSE the note forbids.
             listener = self.listeners.get(event.connect_id)
             if listener is not None:
                 listener.on_closed()
+            self.fail_waiters(
+                RemoteClosed(f"socket {event.connect_id} closed by the module"), event.connect_id
+            )
         elif isinstance(event, OpenResult | SendResult | CloseResult):
             self._resolve(type(event), event.connect_id, event.err)
         elif isinstance(event, BootSign):
