@@ -213,8 +213,8 @@ class ATEngine(Protocol):
         if self._current is not None:
             pending.insert(0, self._current)
             self._current = None
-        self._cancel_timer()
-        if self._phase is not _Phase.RESYNC:
+        if self._phase is not _Phase.RESYNC:  # a resync in progress keeps its timer
+            self._cancel_timer()
             self._phase = _Phase.IDLE
         for cmd in pending:
             cmd.deferred.errback(reason)
@@ -338,6 +338,7 @@ class ATEngine(Protocol):
         self._cancel_timer()
         self._current = None
         self._phase = _Phase.IDLE
+        self.healthy = True  # any final result: the module answers again
         elapsed = time.monotonic() - cmd.started
         name = command_name(cmd.line)
         self._observe(name, "ok" if final.ok else "error", elapsed)

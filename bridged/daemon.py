@@ -26,6 +26,7 @@ from bridged.channel import ChannelState
 from bridged.config import Config, ConfigError, SocketConfig, load_config
 from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.sdnotify import install_systemd_notify
 
 log = Logger(namespace="bridged.daemon")
 
@@ -304,6 +305,7 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
         return 2
     setup_logging(log_level or config.log.level)
     daemon = Daemon(reactor, config)
+    notifier = install_systemd_notify(daemon, reactor)  # a no-op without $NOTIFY_SOCKET
 
     def shutdown(signame: str) -> None:
         log.info("{name}: shutting down", name=signame)
@@ -318,8 +320,10 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
         except ConfigError as e:
             log.error("new configuration refused, the running one stays:\n{error}", error=e)
             return
+        notifier.reloading()
         d = defer.Deferred.fromCoroutine(daemon.reload(new))
         d.addErrback(lambda f: log.failure("reload failed", f))
+        d.addBoth(lambda _: notifier.ready())
 
     def on_signal(signum: int, _frame: object) -> None:
         # Signal handlers run between bytecodes: hand the work to the reactor loop.
@@ -334,6 +338,7 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
     reactor.callWhenRunning(daemon.start)  # type: ignore[attr-defined]
     reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
     if daemon.fatal:
+        notifier.status(f"failed: {daemon.fatal}")
         print(f"bridged: {daemon.fatal}", file=sys.stderr)
         return 1
     return 0

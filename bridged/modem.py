@@ -60,6 +60,7 @@ class ModemOptions:
     reopen_initial: float = 1.0
     reopen_max: float = 30.0
     init_attempts: int = 10
+    reset_grace: float = 15.0  # after AT+QRST=1, how long to wait for the boot banner
 
 
 class Modem:
@@ -295,7 +296,9 @@ class Modem:
             d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH)
             d.addErrback(lambda f: f.trap(ATError))
             # The boot sign that follows re-initialises; if none comes, try again later.
-            self.reactor.callLater(15.0, self._after_reset, self._init_generation)  # type: ignore[attr-defined]
+            self.reactor.callLater(  # type: ignore[attr-defined]
+                self.options.reset_grace, self._after_reset, self._init_generation
+            )  # type: ignore[attr-defined]
             return
         log.warn("recovery: {reason}; starting over by reopening the serial port", reason=reason)
         self._escalation = 0

@@ -35,8 +35,14 @@ def pty() -> Iterator[ScriptedPty]:
 
 @pytest.fixture
 def engine(pty: ScriptedPty) -> Iterator[ATEngine]:
-    e = ATEngine(reactor, prompt_delay=0.05, guard_time=0.005, quiet_period=0.1,
-                 resync_timeout=0.3, resync_attempts=3)
+    e = ATEngine(
+        reactor,
+        prompt_delay=0.05,
+        guard_time=0.005,
+        quiet_period=0.1,
+        resync_timeout=0.3,
+        resync_attempts=3,
+    )
     port = SerialPort(e, pty.path, reactor, baudrate=115200)
     yield e
     if e.connected:
@@ -87,7 +93,7 @@ def test_one_command_in_flight_and_priority_order(engine: ATEngine, pty: Scripte
 def test_urcs_inside_a_response_go_to_listeners(engine: ATEngine, pty: ScriptedPty):
     seen: list[Event] = []
     engine.event_listeners.append(seen.append)
-    d = engine.command('AT+QSSLCFG=1,0')
+    d = engine.command("AT+QSSLCFG=1,0")
     yield pty.wait_for(b"AT+QSSLCFG=1,0\r")
     pty.send(
         b'\r\n+QSSLCFG: 1,0,"seclevel",2\r\n'
@@ -179,3 +185,19 @@ def os_close_master(pty: ScriptedPty) -> None:
     pty._reader.stopReading()
     os.close(pty.master)
     pty.master = -1
+
+
+@pytest_twisted.inlineCallbacks
+def test_failing_all_commands_during_resync_does_not_wedge_the_engine(
+    engine: ATEngine, pty: ScriptedPty
+):
+    with pytest.raises(CommandTimeout):
+        yield engine.command("AT+SLOW", timeout=0.1)
+    engine.fail_all(SerialLost("module restarting"))  # the modem gives up on the module
+    later = engine.command("AT+NEXT")
+    yield pty.wait_for(b"AT\r", timeout=2)  # the resync carries on
+    pty.send(b"\r\nOK\r\n")
+    yield pty.wait_for(b"AT+NEXT\r", timeout=2)
+    pty.send(b"\r\nOK\r\n")
+    yield later
+    assert engine.healthy

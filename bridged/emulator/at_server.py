@@ -90,6 +90,7 @@ class AtServer:
         self.terminal = TerminalSettings()
         self._handlers: dict[str, Handler] = {}
         self.mode = LineMode.BOOTING
+        self.hung = False  # the firmware wedged: deaf and mute until power_on
         self._epoch = 0
         self._line = bytearray()
         self._skip_lf = False
@@ -108,6 +109,7 @@ class AtServer:
     # -- lifecycle -------------------------------------------------------------------
     def power_on(self, boot_time: float, sim_ready_delay: float) -> None:
         """(Re)start: forget the line state, print the banner, be deaf for a while."""
+        self.hung = False
         self._reset_line_state()
         self.mode = LineMode.BOOTING
         self._output.write(BOOT_BANNER)
@@ -161,6 +163,9 @@ class AtServer:
     def feed(self, data: bytes) -> None:
         """Bytes from the host, in arrival order."""
         self._stats.bytes_in += len(data)
+        if self.hung:
+            self._stats.hung_dropped_bytes += len(data)
+            return
         i = 0
         while i < len(data):
             if self._skip_lf:
@@ -303,6 +308,8 @@ class AtServer:
     # -- output ----------------------------------------------------------------------
     def emit_urc(self, line: bytes) -> None:
         """An unsolicited line: now if the line is free, else after the response."""
+        if self.hung:
+            return
         if self.mode is LineMode.COMMAND and self._faults.urc_release is None:
             self._output.write(frame(line))
         else:

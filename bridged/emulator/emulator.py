@@ -150,6 +150,14 @@ class Emulator:
         self._writer.clear()
         self._at.power_on(self.profile.boot_time, self.profile.sim_ready_delay)
 
+    def hang(self) -> None:
+        """The firmware wedges: input is ignored and nothing is answered, URCs included,
+        until a power cycle (``reboot()``, standing in for the gateway's GPIO)."""
+        _log.info("module firmware hangs")
+        self._at.hung = True
+        self._timeline.clear()
+        self._writer.clear()
+
     def hangup(self, downtime: float = 1.0, reboot: bool = False) -> Deferred[None]:
         """The serial line disappears (the host's fd sees EOF/EIO, the path is gone) and
         comes back at the same path after ``downtime`` on a new pty. ``reboot``: the

@@ -17,6 +17,8 @@ class EmulatorStats:
     early_dropped_bytes: int = 0
     #: Bytes the host sent while the module was booting.
     boot_dropped_bytes: int = 0
+    #: Bytes the host sent while the firmware was hung (``Emulator.hang``).
+    hung_dropped_bytes: int = 0
     #: Output lost because the line was hung up or the host never read.
     output_dropped_bytes: int = 0
     #: Command lines by name: ``"AT+QSSLSEND"``, ``"ATE"``, ``"AT"``; ``"?"`` unparseable.
