@@ -114,7 +114,9 @@ class SocketBridge:
         factory = ClientFactory(self, stall_limit=max(self.config.queue.recv_buffer_bytes, 1))
         host = self.config.listen.host
         self.port = self.reactor.listenTCP(
-            self.config.listen.port, factory, interface=host.strip("[]")
+            self.config.listen.port,
+            factory,  # type: ignore[arg-type]
+            interface=host.strip("[]"),
         )
         log.info("{label}: listening", label=self.label)
 
@@ -122,7 +124,8 @@ class SocketBridge:
         port, self.port = self.port, None
         if port is None:
             return defer.succeed(None)
-        return defer.maybeDeferred(port.stopListening)  # type: ignore[arg-type]
+        result = port.stopListening()
+        return result if isinstance(result, defer.Deferred) else defer.succeed(None)
 
     # ------------------------------------------------------------------ module side
 

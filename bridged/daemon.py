@@ -294,9 +294,11 @@ def install_passthrough(daemon: Daemon, reactor: Any, config: Config) -> None:
 
 def run_main(config_path: str, log_level: str | None = None) -> int:
     """``bridged run``: foreground until SIGTERM or SIGINT; SIGHUP reloads the config."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
     from bridged.logs import setup_logging
+
+    reactor: Any = global_reactor  # its methods live on several interfaces
 
     try:
         config = load_config(config_path)
@@ -311,7 +313,7 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
         log.info("{name}: shutting down", name=signame)
         d = defer.Deferred.fromCoroutine(daemon.stop())
         d.addErrback(lambda f: log.failure("error while stopping", f))
-        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        d.addBoth(lambda _: reactor.stop())
 
     def reload() -> None:
         log.info("SIGHUP: reloading {path}", path=config_path)
@@ -328,15 +330,15 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         # Signal handlers run between bytecodes: hand the work to the reactor loop.
         if signum == signal.SIGHUP:
-            reactor.callFromThread(reload)  # type: ignore[attr-defined]
+            reactor.callFromThread(reload)
         else:
-            reactor.callFromThread(shutdown, signal.Signals(signum).name)  # type: ignore[attr-defined]
+            reactor.callFromThread(shutdown, signal.Signals(signum).name)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
     install_extras(daemon, reactor, config)
-    reactor.callWhenRunning(daemon.start)  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(daemon.start)
+    reactor.run(installSignalHandlers=False)
     if daemon.fatal:
         notifier.status(f"failed: {daemon.fatal}")
         print(f"bridged: {daemon.fatal}", file=sys.stderr)

@@ -140,13 +140,15 @@ def _port_free(port: int) -> bool:
 
 
 def demo_main(args: argparse.Namespace) -> int:
-    from twisted.internet import defer, reactor
+    from twisted.internet import defer
+    from twisted.internet import reactor as global_reactor
 
     from bridged.config import load_config
     from bridged.daemon import Daemon, install_extras
     from bridged.emulator import Emulator
     from bridged.logs import setup_logging
 
+    reactor: Any = global_reactor  # its methods live on several interfaces
     for port, what in ((args.port, "--port"), (args.metrics_port, "--metrics-port")):
         if not _port_free(port):
             print(f"bridged demo: 127.0.0.1:{port} is in use; pick another {what}", file=sys.stderr)
@@ -192,12 +194,12 @@ bridged demo is running (Ctrl+C to stop).
 
     def failed(failure: Any) -> None:
         log.failure("demo failed to start", failure)
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
-    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(start()).addErrback(failed))  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(start()).addErrback(failed))
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     try:
-        reactor.run()  # type: ignore[attr-defined]
+        reactor.run()
     finally:
         server.shutdown()
         shutil.rmtree(directory, ignore_errors=True)

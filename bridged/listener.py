@@ -55,7 +55,7 @@ class ClientConnection(Protocol):
     def peer(self) -> str:
         if self.transport is None:
             return "?"
-        address: IAddress = self.transport.getPeer()  # type: ignore[attr-defined]
+        address: IAddress = self.transport.getPeer()
         host = getattr(address, "host", "?")
         port = getattr(address, "port", "?")
         return f"{host}:{port}"
@@ -76,7 +76,7 @@ class ClientConnection(Protocol):
         self.bytes_in += len(data)
         self.sink.client_data(self, data)
 
-    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self.accepted:
             self.accepted = False
             why = reason.getErrorMessage() if reason is not None else "closed"
@@ -147,5 +147,5 @@ class ClientFactory(Factory):
         self.sink = sink
         self.stall_limit = stall_limit
 
-    def buildProtocol(self, addr: IAddress) -> ClientConnection:
+    def buildProtocol(self, addr: IAddress | None) -> ClientConnection:
         return ClientConnection(self.sink, self.stall_limit)

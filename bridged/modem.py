@@ -108,7 +108,7 @@ class Modem:
         if self._reopen_call is not None and self._reopen_call.active():
             self._reopen_call.cancel()
         if self._port is not None:
-            self._port.loseConnection()
+            self._port.loseConnection()  # type: ignore[no-untyped-call]
 
     def reconfigure(self, sockets: Sequence[SocketSetup]) -> None:
         """New socket settings take effect at the next (re)initialisation."""
@@ -119,7 +119,7 @@ class Modem:
         log.info("reopening the serial port: {reason}", reason=reason)
         self._reopen_backoff.reset()
         if self._port is not None:
-            self._port.loseConnection()
+            self._port.loseConnection()  # type: ignore[no-untyped-call]
         elif self._reopen_call is not None and self._reopen_call.active():
             self._reopen_call.reset(0)
 
@@ -158,7 +158,7 @@ class Modem:
             guard_time=self.options.guard_time,
         )
         try:
-            self._port = SerialPort(
+            self._port = SerialPort(  # type: ignore[no-untyped-call]
                 engine, self.options.device, self.reactor, baudrate=self.options.baudrate
             )
         except Exception as e:  # pyserial raises SerialException, OSError, ValueError
@@ -169,7 +169,7 @@ class Modem:
                 error=e,
                 delay=delay,
             )
-            self._reopen_call = self.reactor.callLater(delay, self._open_serial)  # type: ignore[attr-defined]
+            self._reopen_call = self.clock.callLater(delay, self._open_serial)
             return
         self._reopen_backoff.reset()
         self.engine = engine
@@ -205,12 +205,12 @@ class Modem:
             why=reason.getErrorMessage(),
             delay=delay,
         )
-        self._reopen_call = self.reactor.callLater(delay, self._open_serial)  # type: ignore[attr-defined]
+        self._reopen_call = self.clock.callLater(delay, self._open_serial)
 
     def _reopen_serial(self) -> None:
         if self._port is not None:
             log.warn("closing and reopening serial device {device}", device=self.options.device)
-            self._port.loseConnection()
+            self._port.loseConnection()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ module
 
@@ -294,11 +294,9 @@ class Modem:
             self._expecting_boot = True
             engine = self.engine
             d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH)
-            d.addErrback(lambda f: f.trap(ATError))
+            d.addErrback(_ignore_at_error)
             # The boot sign that follows re-initialises; if none comes, try again later.
-            self.reactor.callLater(  # type: ignore[attr-defined]
-                self.options.reset_grace, self._after_reset, self._init_generation
-            )  # type: ignore[attr-defined]
+            self.clock.callLater(self.options.reset_grace, self._after_reset, self._init_generation)
             return
         log.warn("recovery: {reason}; starting over by reopening the serial port", reason=reason)
         self._escalation = 0
@@ -329,6 +327,10 @@ class Modem:
 
     def _count_restart(self, reason: str) -> None:
         self.restarts[reason] = self.restarts.get(reason, 0) + 1
+
+
+def _ignore_at_error(failure: Failure) -> None:
+    failure.trap(ATError)  # type: ignore[no-untyped-call]
 
 
 def _read_pem(path: Path) -> bytes:

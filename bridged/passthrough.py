@@ -99,7 +99,7 @@ class PassthroughProtocol(LineOnlyReceiver):
 
     def _send_lines(self, lines: list[str]) -> None:
         for text in lines:
-            self.sendLine(text.encode("latin-1"))
+            self.sendLine(text.encode("latin-1"))  # type: ignore[no-untyped-call]
 
     def _done(self, result: object) -> None:
         self.busy = False

@@ -212,7 +212,7 @@ def feed_in_chunks(wire: bytes, cuts: list[int]) -> list[Event]:
     decoder.set_recv_format(1, DataFormat.TEXT)
     events: list[Event] = []
     last = 0
-    for cut in sorted(c % (len(wire) + 1) for c in cuts) + [len(wire)]:
+    for cut in [*sorted(c % (len(wire) + 1) for c in cuts), len(wire)]:
         events += decoder.feed(wire[last:cut])
         last = max(last, cut)
     return events
@@ -242,7 +242,7 @@ def test_garbage_never_raises_and_memory_stays_bounded(garbage: bytes, cuts: lis
     decoder = ATDecoder(max_line=512)
     decoder.set_recv_format(1, DataFormat.TEXT)
     last = 0
-    for cut in sorted(c % (len(garbage) + 1) for c in cuts) + [len(garbage)]:
+    for cut in [*sorted(c % (len(garbage) + 1) for c in cuts), len(garbage)]:
         decoder.feed(garbage[last:cut])
         last = max(last, cut)
         assert decoder.buffered <= 512 + len(garbage)

@@ -84,7 +84,7 @@ def test_error_names_follow_the_spec_table() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_open_errors_carry_the_modules_code(module, pki: Pki, tmp_path: Path) -> None:
-    emulator, qssl = module
+    _emulator, qssl = module
     await qssl.connect()
     await qssl.configure_socket(0, SETTINGS)
     await qssl.upload(0, "cacert", pki.other_ca_cert.read_bytes())  # did not sign the server

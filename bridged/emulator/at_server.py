@@ -46,6 +46,8 @@ class LineSink(Protocol):
 
     def when_drained(self) -> Deferred[None]: ...
 
+    def when_written(self) -> Deferred[None]: ...
+
 
 class LineMode(Enum):
     BOOTING = "booting"  # input ignored

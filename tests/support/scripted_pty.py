@@ -6,6 +6,7 @@ its command timed out, say). The serial side is a real pty opened by Twisted's S
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tty
 from collections.abc import Callable
@@ -74,7 +75,5 @@ class ScriptedPty:
     def close(self) -> None:
         self._reader.stopReading()
         for fd in (self.master, self.slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
