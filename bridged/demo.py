@@ -127,6 +127,8 @@ sockets:
     mode: on-demand
 metrics:
   listen: 127.0.0.1:{metrics_port}
+control:
+  socket: {directory}/control.sock
 """
 
 
@@ -179,10 +181,16 @@ def demo_main(args: argparse.Namespace) -> int:
 bridged demo is running (Ctrl+C to stop).
   emulated BC26 on      {device} ({args.baud} baud, profile {args.profile})
   TLS echo server on    127.0.0.1:{server.port} (mutual TLS, module suites only)
-  socket 0 listens on   127.0.0.1:{args.port}  -> try:  echo hello | nc -q 2 127.0.0.1 {args.port}
-                                                     or:  socat - TCP:127.0.0.1:{args.port}
+  socket 0 listens on   127.0.0.1:{args.port}
   metrics               http://127.0.0.1:{args.metrics_port}/metrics
   config and certs in   {directory}
+
+Try it (each byte goes through AT+QSSLSEND, TLS, the echo server and a recv URC):
+  python3 -c "import socket; s=socket.create_connection(('127.0.0.1',{args.port})); \
+s.sendall(b'hello'); print(s.recv(99))"
+  socat - TCP:127.0.0.1:{args.port}                  (type lines; Ctrl+D ends)
+  curl -s http://127.0.0.1:{args.metrics_port}/metrics | grep bridged_socket
+  bridged at -s {directory}/control.sock AT+CSQ     (AT passthrough)
 """,
             flush=True,
         )

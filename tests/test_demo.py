@@ -1,0 +1,52 @@
+"""README's first command: ``bridged demo`` really bridges a client to the echo server."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.rig import read_exactly
+from tests.support.tls_servers import free_port
+
+
+def test_bridged_demo_echoes_through_the_emulated_module(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    log = tmp_path / "demo.log"
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridged",
+            "demo",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "bridged demo is running" not in log.read_text(errors="replace"):
+            assert demo.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            client.sendall(b"hello through the module")
+            assert read_exactly(client, 24) == b"hello through the module"
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
+        assert b'bridged_socket_tx_bytes_total{connect_id="0"} 24.0' in metrics
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(15) == 0
+        assert "bridged stopped" in log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
