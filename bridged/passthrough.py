@@ -43,7 +43,6 @@ _ALWAYS_REFUSED: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^AT\+IPR"), "changing the baud rate would cut bridged off the module"),
     (re.compile(r"^AT\+CMEE=(?!\?)"), "error reporting is managed by bridged (AT+CMEE=1)"),
     (re.compile(r"^AT\+QSCLK=(?!\?)"), "sleep would erase the SSL settings (AT+QSCLK=0)"),
-    (re.compile(r"^AT\+QRST"), "reset the module with systemctl restart bridged instead"),
     (re.compile(r"^AT(Z|&F)"), "a factory reset would erase the module's state"),
     (re.compile(r"^AT\+QSSLSEND=(?!\?)"), "data-mode commands cannot be passed through"),
 ]
