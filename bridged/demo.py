@@ -37,12 +37,16 @@ class DemoPki:
     client_key: Path
 
 
-def make_demo_pki(directory: Path) -> DemoPki:
+def make_demo_pki(
+    directory: Path,
+    server_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+    client_name: str = "bridged-demo-client",
+) -> DemoPki:
     """A throw-away CA with an RSA server and client identity (the module does RSA only)."""
     rsa = trustme.KeyType.RSA
     ca = trustme.CA(key_type=rsa, organization_name="bridged demo CA")
-    server = ca.issue_cert("localhost", "127.0.0.1", key_type=rsa)
-    client = ca.issue_cert("bridged-demo-client", common_name="bridged-demo-client", key_type=rsa)
+    server = ca.issue_cert(*server_names, key_type=rsa)
+    client = ca.issue_cert(client_name, common_name=client_name, key_type=rsa)
     pki = DemoPki(
         ca_cert=directory / "ca.pem",
         server_cert=directory / "server.pem",
@@ -50,6 +54,7 @@ def make_demo_pki(directory: Path) -> DemoPki:
         client_cert=directory / "client.pem",
         client_key=directory / "client.key",
     )
+    directory.mkdir(parents=True, exist_ok=True)
     ca.cert_pem.write_to_path(str(pki.ca_cert))
     server.cert_chain_pems[0].write_to_path(str(pki.server_cert))
     server.private_key_pem.write_to_path(str(pki.server_key))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import trustme
 
+from bridged.demo import make_demo_pki
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -32,27 +34,16 @@ class Pki:
 
 def make_pki(directory: Path, server_names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Pki:
     """Write a CA, an unrelated CA, a server and a client identity under ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rsa = trustme.KeyType.RSA
-    ca = trustme.CA(key_type=rsa, organization_name="bridged test CA")
-    other_ca = trustme.CA(key_type=rsa, organization_name="unrelated test CA")
-    server = ca.issue_cert(*server_names, key_type=rsa)
-    client = ca.issue_cert("bridged-client", common_name="bridged-client", key_type=rsa)
-    pki = Pki(
+    identities = make_demo_pki(directory, server_names, client_name="bridged-client")
+    other_ca = trustme.CA(key_type=trustme.KeyType.RSA, organization_name="unrelated test CA")
+    other_ca_cert = directory / "other-ca.pem"
+    other_ca.cert_pem.write_to_path(str(other_ca_cert))
+    return Pki(
         directory=directory,
-        ca_cert=directory / "ca.pem",
-        other_ca_cert=directory / "other-ca.pem",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
+        ca_cert=identities.ca_cert,
+        other_ca_cert=other_ca_cert,
+        server_cert=identities.server_cert,
+        server_key=identities.server_key,
+        client_cert=identities.client_cert,
+        client_key=identities.client_key,
     )
-    ca.cert_pem.write_to_path(str(pki.ca_cert))
-    other_ca.cert_pem.write_to_path(str(pki.other_ca_cert))
-    server.cert_chain_pems[0].write_to_path(str(pki.server_cert))
-    server.private_key_pem.write_to_path(str(pki.server_key))
-    client.cert_chain_pems[0].write_to_path(str(pki.client_cert))
-    client.private_key_pem.write_to_path(str(pki.client_key))
-    for path in (pki.server_key, pki.client_key):
-        path.chmod(0o600)
-    return pki
