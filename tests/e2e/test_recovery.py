@@ -28,7 +28,11 @@ def _read_until_closed(sock: socket.socket) -> bytes:
 async def test_hung_module_climbs_the_ladder_then_recovers_after_power_cycle(
     rig_dir, pki: Pki, echo_server: RunningServer
 ) -> None:
-    rig = BridgeRig(rig_dir, pki, modem_extra="init_retries: 1, max_consecutive_timeouts: 2")
+    # ssl.timeout 10 s (the least): before it climbs the ladder bridged stays silent that
+    # long, in case the module sits in data mode waiting for bytes that were lost.
+    rig = BridgeRig(
+        rig_dir, pki, modem_extra="init_retries: 1, max_consecutive_timeouts: 2", ssl_timeout=10
+    )
     daemon = await rig.start([SocketSpec(0, echo_server.port)])
     modem = daemon.modem
     modem.options = dataclasses.replace(modem.options, reset_grace=2.0)
@@ -43,7 +47,7 @@ async def test_hung_module_climbs_the_ladder_then_recovers_after_power_cycle(
         # Resync with AT fails; the port is reopened; then AT+QRST=1 is tried.
         await wait_until(
             lambda: modem.restarts.get("serial_reopen", 0) >= 1,
-            timeout=30,
+            timeout=60,
             what="step 1: serial port reopened",
         )
         await wait_until(

@@ -47,6 +47,7 @@ class BridgeRig:
         prompt_delay: float = 0.012,
         prompt_max_delay: float = 0.01,
         modem_extra: str = "",
+        ssl_timeout: int = 90,
         **profile_fields: Any,
     ) -> None:
         self.directory = directory
@@ -54,6 +55,7 @@ class BridgeRig:
         self.baud = baud
         self.prompt_delay = prompt_delay
         self.modem_extra = modem_extra
+        self.ssl_timeout = ssl_timeout
         self.device = directory / "ttyBC26"
         profile = replace(FAST, prompt_max_delay=prompt_max_delay, **profile_fields)
         self.emulator = Emulator(self.device, baud=baud, profile=profile, seed=7)
@@ -68,6 +70,7 @@ class BridgeRig:
             f"modem: {{prompt_delay: {self.prompt_delay}, command_timeout: 3, guard_time: 0.002"
             f"{', ' + self.modem_extra if self.modem_extra else ''}}}",
             "ssl:",
+            f"  timeout: {self.ssl_timeout}",
             f"  cacert: {self.pki.ca_cert}",
             f"  clientcert: {self.pki.client_cert}",
             f"  clientkey: {self.pki.client_key}",
