@@ -201,8 +201,10 @@ class SocketBridge:
         return self.channel.next_chunk()
 
     def send_done(self, n: int) -> None:
-        self.stats.tx_bytes += n
-        self._apply(self.channel.send_done(n))
+        actions = self.channel.send_done(n)
+        if not all(isinstance(a, Ignored) for a in actions) or not actions:
+            self.stats.tx_bytes += n  # confirmed, and the channel still counted them as ours
+        self._apply(actions)
 
     def send_failed(self, reason: str) -> None:
         self.stats.send_failures += 1

@@ -56,12 +56,14 @@ Contract with the glue:
 
 - Forward client events only from the attached client's connection: after ``CloseClient``
   or ``RefuseClient`` that TCP connection's later events must not reach the channel.
-- ``module_lost()`` first; results of operations started before it (failed by the AT
-  engine) may arrive while the module is not ready (ignored), but never after the next
-  ``module_ready()``.
+- Stale results must not outlive what voided them: results of operations started before
+  ``module_lost()`` may arrive while the module is not ready (ignored), never after the
+  next ``module_ready()``; a send pending when ``remote_closed()`` is called must be
+  failed right after it (ignored), before anything else reaches the channel. A result
+  that arrived later could be taken for the next connection's.
 - Send path: on ``DataReady`` (and after ``Scheduler.done()``) ask the scheduler for a
   channel, send ``channel.next_chunk()``, report ``send_done(len(chunk))`` or
-  ``send_failed(reason)``.
+  ``send_failed(reason)`` when the ``+QSSLSEND`` result is in.
 - ``CloseClient``: close the TCP connection after writing all data delivered so far (EOF).
 """
 
@@ -77,8 +79,6 @@ from typing import Concatenate, Literal, ParamSpec
 from bridged.backoff import Backoff
 
 __all__ = [
-    "MAX_CHUNK_HEX",
-    "MAX_CHUNK_TEXT",
     "REOPEN_TIMER",
     "Action",
     "CancelTimer",
@@ -101,10 +101,6 @@ __all__ = [
     "StartTimer",
     "StateChanged",
 ]
-
-# AT+QSSLSEND's <len> limit per data format (payload bytes per send).
-MAX_CHUNK_HEX = 730
-MAX_CHUNK_TEXT = 1460
 
 REOPEN_TIMER = "reopen"
 
@@ -133,7 +129,7 @@ class ReconnectPolicy:
     open_retries: int = 3  # on-demand: retries after the first failed open (0: no retry)
 
 
-# --- actions -------------------------------------------------------------------------------
+# --- actions ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +238,7 @@ Action = (
 )
 
 
-# --- the state machine ---------------------------------------------------------------------
+# --- the state machine --------------------------------------------------------------------
 
 _P = ParamSpec("_P")
 
@@ -411,7 +407,6 @@ class Channel:
                 actions.append(DeliverToClient(bytes(self._recv_buffer)))
                 self._recv_buffer.clear()
         elif not self._orphaned and self._can_open_now():
-            self._backoff.reset()
             self._open("client connected", actions)
         # Otherwise the client waits: for the module, or for the previous client's
         # connection to finish.
@@ -531,6 +526,11 @@ class Channel:
         """``+QSSLURC: "recv"``: bytes from the server, in the order the module reports."""
         if not data:
             return []
+        if self._state is not ChannelState.OPEN:
+            # A connection this channel has given up (closing after a failed send) or
+            # never had (the module kept it across a serial hang-up): its bytes belong to
+            # no client, least of all to one waiting for a connection of its own.
+            return [CountRxDropped(len(data), f"socket not open ({self._state.name.lower()})")]
         if self._client and not self._orphaned:
             return [DeliverToClient(data)]
         if self.mode == "on-demand":

@@ -1,8 +1,11 @@
 """Fair round-robin over the channels that have data to send; one QSSLSEND at a time.
 
 Pure: it never sends anything itself. The glue asks ``pick()`` for the channel whose turn
-it is, takes ``channel.next_chunk()`` from it, runs the send, and calls ``done()`` when the
-send's result is in (success or failure alike), then asks ``pick()`` again.
+it is, takes ``channel.next_chunk()`` from it, runs the send, and calls ``done()`` once the
+serial line is free for the next AT+QSSLSEND (when the module has accepted the payload, or
+the send failed), then asks ``pick()`` again. The send's final ``+QSSLSEND`` result may come
+later: a channel with a chunk unconfirmed reports ``sendable() == 0`` meanwhile, so other
+channels can use the line but no channel ever has two chunks in flight.
 
 Fairness: a cursor walks the channels in order and starts each search just after the last
 channel served, so a channel with data waits for at most one send of every other channel
@@ -37,7 +40,7 @@ class Scheduler(Generic[S]):
 
     @property
     def busy(self) -> bool:
-        """A send is in flight on the serial line."""
+        """A send holds the serial line."""
         return self._busy
 
     def pick(self) -> S | None:
@@ -55,5 +58,5 @@ class Scheduler(Generic[S]):
         return None
 
     def done(self) -> None:
-        """The send in flight finished (either way): the line is free."""
+        """The line is free again (the send was accepted, or it failed)."""
         self._busy = False
