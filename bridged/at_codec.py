@@ -164,7 +164,6 @@ _ASYNC_RESULT_TYPES: dict[bytes, type[OpenResult | SendResult | CloseResult]] = 
 _CLOSED_URC = re.compile(rb'\+QSSLURC: ?"closed",(\d+),(\d+)')
 _CME_ERROR = re.compile(rb"\+CME ERROR: ?(\S+)")
 _BOOT_SIGNS = (b"RDY", b"+CPIN: READY", b"Leaving the BROM")
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _LINE_ENDS = b"\r\n"
 
 
@@ -345,12 +344,12 @@ class ATDecoder:
                     f"expected {want}",
                 )
             )
-        elif not _HEX_DIGITS.issuperset(field):
+        elif (data := _decode_hex(field)) is None:
             events.append(
                 ProtocolError("bad_hex", f"non-hex digit in recv data: {_show(field[:40])}")
             )
         else:
-            events.append(RecvUrc(pending.connect_id, bytes.fromhex(field.decode("ascii"))))
+            events.append(RecvUrc(pending.connect_id, data))
         return True
 
     def _read_text_payload(self, pending: _PendingRecv, events: list[Event]) -> bool:
@@ -376,6 +375,17 @@ class ATDecoder:
         self._recv = None
         events.append(RecvUrc(pending.connect_id, data))
         return True
+
+
+def _decode_hex(digits: bytes) -> bytes | None:
+    """The bytes that ``digits`` (hex, even length) spell; None if one is not a hex digit.
+    ``bytes.fromhex`` skips whitespace: the length check catches it. (Checking each digit
+    against a set first cost a third of the parse time.)"""
+    try:
+        data = bytes.fromhex(digits.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return data if 2 * len(data) == len(digits) else None
 
 
 def _find_line_end(buf: bytes | bytearray) -> int:

@@ -143,10 +143,11 @@ class ATEngine(Protocol):
         clock: IReactorTime,
         *,
         prompt_delay: float = 0.5,
-        guard_time: float = 0.02,
+        guard_time: float = 0.0,
         resync_attempts: int = 5,
         resync_timeout: float = 1.0,
         quiet_period: float = 0.2,
+        data_mode_quiet: float = 0.0,
         max_line: int = 4096,
     ) -> None:
         self.clock = clock
@@ -155,6 +156,10 @@ class ATEngine(Protocol):
         self.resync_attempts = resync_attempts
         self.resync_timeout = resync_timeout
         self.quiet_period = quiet_period
+        # A module left in fixed-length data mode (a hang-up or a lost '>' mid-send) takes
+        # every AT we probe with as payload, and each byte restarts its data-mode timer:
+        # before giving up, resync stays silent this long so data mode can time out.
+        self.data_mode_quiet = data_mode_quiet
         self.decoder = ATDecoder(max_line=max_line)
         self.connected = False
         self.healthy = True  # False from a timeout until a resync succeeds
@@ -167,6 +172,8 @@ class ATEngine(Protocol):
         self._last_input = 0.0
         self._resync_tries = 0
         self._resync_quiet_until = 0.0
+        self._resync_silent = False  # in the data-mode quiet of this resync
+        self._resync_was_silent = False
 
         # Listeners: URCs and protocol errors; unsolicited lines; command outcomes.
         self.event_listeners: list[EventListener] = []
@@ -390,20 +397,26 @@ class ATEngine(Protocol):
     def _start_resync(self) -> None:
         self._phase = _Phase.RESYNC
         self._resync_tries = 0
+        self._resync_silent = self._resync_was_silent = False
         self._resync_quiet_until = self.clock.seconds() + self.quiet_period
         self._set_timer(self.quiet_period, self._resync_quiet_check)
 
     def _resync_quiet_check(self) -> None:
         # Wait until the line has been quiet for a whole quiet period: a late answer to the
         # timed-out command is swallowed here instead of being taken for the next one's.
-        quiet_for = self.clock.seconds() - self._last_input
-        if quiet_for < self.quiet_period and self._resync_tries == 0:
-            self._set_timer(self.quiet_period - quiet_for, self._resync_quiet_check)
+        # A millisecond's slack: a float just short of the period would re-arm the timer
+        # for a delay that rounds to nothing, forever on a virtual clock.
+        quiet_left = self.quiet_period - (self.clock.seconds() - self._last_input)
+        if quiet_left > 0.001 and self._resync_tries == 0:
+            self._set_timer(quiet_left, self._resync_quiet_check)
             return
         self._resync_send()
 
     def _resync_send(self) -> None:
+        self._resync_silent = False
         self._resync_tries += 1
+        if self._resync_tries > self.resync_attempts and self._go_silent():
+            return
         if self._resync_tries > self.resync_attempts:
             self._timer = None
             self._phase = _Phase.IDLE
@@ -415,7 +428,24 @@ class ATEngine(Protocol):
         self._write(encode_command("AT"))
         self._set_timer(self.resync_timeout, self._resync_send)
 
+    def _go_silent(self) -> bool:
+        """No answer to AT: maybe data mode is eating our probes. Fall silent once."""
+        if self.data_mode_quiet <= 0 or self._resync_was_silent:
+            return False
+        self._resync_was_silent = self._resync_silent = True
+        self._resync_tries = 0
+        log.warn(
+            "module does not answer AT; it may be waiting for data: silent for up to {t:g} s",
+            t=self.data_mode_quiet,
+        )
+        self._set_timer(self.data_mode_quiet, self._resync_send)
+        return True
+
     def _resync_event(self, event: Event) -> None:
+        if self._resync_silent and isinstance(event, FinalResult):
+            # Data mode ended (ERROR, typically): the module listens again.
+            self._resync_send()
+            return
         if isinstance(event, FinalResult) and event.ok and self._resync_tries > 0:
             self._cancel_timer()
             self._phase = _Phase.IDLE

@@ -53,7 +53,7 @@ class ModemOptions:
     device: str
     baudrate: int = 115200
     prompt_delay: float = 0.5
-    guard_time: float = 0.02
+    guard_time: float = 0.0
     command_timeout: float = 5.0
     max_consecutive_timeouts: int = 3
     allow_reset: bool = True
@@ -136,7 +136,21 @@ class Modem:
         await qssl.close(setup.connect_id)
         await qssl.configure_socket(setup.connect_id, setup.settings)
         for kind, path in setup.certificates:
-            await qssl.upload(setup.connect_id, kind, _read_pem(path))
+            try:
+                pem = _read_pem(path)
+            except OSError as e:
+                # One socket's file must not keep the module (every socket) from service.
+                log.error(
+                    "socket {id}: cannot read {kind} {path}: {error}; not uploaded, so this "
+                    "socket's connections will fail until the file is fixed and bridged "
+                    "reloaded",
+                    id=setup.connect_id,
+                    kind=kind,
+                    path=path,
+                    error=e.strerror or e,
+                )
+                continue
+            await qssl.upload(setup.connect_id, kind, pem)
 
     def restart_module(self, reason: str) -> None:
         """Re-initialise and reconfigure the module now (it rebooted, or must)."""
@@ -156,6 +170,7 @@ class Modem:
             self.clock,
             prompt_delay=self.options.prompt_delay,
             guard_time=self.options.guard_time,
+            data_mode_quiet=self._data_mode_timeout(),
         )
         try:
             self._port = SerialPort(  # type: ignore[no-untyped-call]
@@ -186,6 +201,10 @@ class Modem:
         for listener in list(self.engine_listeners):
             listener(engine, self.qssl)
         self._initialise()
+
+    def _data_mode_timeout(self) -> float:
+        """How long the module may wait in data mode: the longest "timeout" setting."""
+        return max((s.settings.timeout for s in self.sockets), default=90) + 2.0
 
     def _serial_lost(self, reason: Failure) -> None:
         self._port = None

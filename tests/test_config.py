@@ -519,7 +519,7 @@ sockets:
         prompt_delay=0.5,
         command_timeout=5,
         init_retries=3,
-        guard_time=0.02,
+        guard_time=0.0,
         health_interval=60,
         max_consecutive_timeouts=3,
         allow_reset=True,

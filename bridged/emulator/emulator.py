@@ -23,10 +23,15 @@ from bridged.emulator.ssl_commands import SslCommands
 from bridged.emulator.ssl_socket import CONNECT_IDS, ModuleSocket, SocketEnv, SocketState, Uplink
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline
+from bridged.emulator.tls_link import ReadGate
 
 _log = Logger()
 
 DEFAULT_BAUD = 115200
+#: Serial output waiting for the line above which the module stops reading its TLS
+#: connections, and at or below which it reads again (bytes of AT output).
+OUTPUT_BACKLOG_HIGH = 16384
+OUTPUT_BACKLOG_LOW = 4096
 
 
 class Emulator:
@@ -59,6 +64,10 @@ class Emulator:
         self._certs = CertStore()
         self._uplink = Uplink(self._timeline, self.profile.uplink_rate)
         self._writer = PacedWriter(reactor, baud, self._count_out, self._count_dropped)
+        self._read_gate = ReadGate()
+        self._writer.set_backlog_listener(
+            OUTPUT_BACKLOG_HIGH, OUTPUT_BACKLOG_LOW, self._read_gate.set_paused
+        )
         self._at = AtServer(
             reactor,
             self._rng,
@@ -78,6 +87,7 @@ class Emulator:
             certs=self._certs,
             uplink=self._uplink,
             emit_urc=self._at.emit_urc,
+            read_gate=self._read_gate,
         )
         self.sockets = [ModuleSocket(connect_id, env) for connect_id in CONNECT_IDS]
         self._basic = BasicCommands(
@@ -86,7 +96,7 @@ class Emulator:
         ssl = SslCommands(self.sockets, self.profile, self.stats, self.faults, self._at.emit_urc)
         self._at.register(self._basic.handlers())
         self._at.register(ssl.handlers())
-        self._port = PtyPort(reactor, Path(device_path), self._at.feed)
+        self._port = PtyPort(reactor, Path(device_path), self._at.feed, baud)
         self._line_return: IDelayedCall | None = None
         self._started = False
 
@@ -108,6 +118,11 @@ class Emulator:
     @property
     def echo(self) -> bool:
         return self._at.terminal.echo
+
+    @property
+    def output_backlog(self) -> int:
+        """Bytes queued for the host, not yet on the wire."""
+        return self._writer.pending()
 
     def start(self) -> None:
         """Make the pty and symlink and power the module on."""
@@ -224,7 +239,11 @@ class Emulator:
         self.stats.output_dropped_bytes += count
 
     def _set_baud_when_drained(self, baud: int) -> None:
-        self._writer.when_drained().addCallback(lambda _: self._writer.set_baud(baud))
+        def switch(_: object) -> None:
+            self._writer.set_baud(baud)
+            self._port.set_baud(baud)
+
+        self._writer.when_drained().addCallback(switch)
 
     def _reboot_when_drained(self) -> None:
         self._writer.when_drained().addCallback(lambda _: self.reboot())

@@ -23,7 +23,7 @@ from bridged.emulator.results import ResultCode
 from bridged.emulator.ssl_settings import SocketSettings
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline, TimelineHandle
-from bridged.emulator.tls_link import TlsLink
+from bridged.emulator.tls_link import ReadGate, TlsLink
 
 _log = Logger()
 
@@ -71,6 +71,8 @@ class SocketEnv:
     certs: CertStore
     uplink: Uplink
     emit_urc: Callable[[bytes], None]
+    #: Closed while the serial output is backlogged: received data waits in TCP.
+    read_gate: ReadGate | None = None
 
 
 def _code_for_profile_error(exc: module_tls.ModuleTlsError) -> ResultCode:
@@ -139,7 +141,7 @@ class ModuleSocket:
             self._handshake_done(attempt, _code_for_profile_error(exc))
             return
         timeout = self.settings.timeout * env.profile.timeout_scale
-        link = TlsLink(context, host, _AttemptEvents(self, attempt))
+        link = TlsLink(context, host, _AttemptEvents(self, attempt), env.read_gate)
         self._link = link
         self._open_timer = env.timeline.after(timeout, lambda: self._open_timed_out(attempt))
         endpoint = HostnameEndpoint(env.reactor, host, port, timeout=max(1, int(timeout)))

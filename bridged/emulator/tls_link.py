@@ -64,11 +64,41 @@ class TlsLinkEvents(TypingProtocol):
     def closed(self) -> None: ...
 
 
+class ReadGate:
+    """Whether the module reads its TCP connections now. While the serial output to the
+    host is backlogged the module stops reading, TCP flow control slows the servers, and
+    nothing is lost; a module that kept reading would have to drop bytes instead."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._links: set[TlsLink] = set()
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        for link in list(self._links):
+            link.apply_gate()
+
+    def add(self, link: TlsLink) -> None:
+        self._links.add(link)
+        link.apply_gate()
+
+    def discard(self, link: TlsLink) -> None:
+        self._links.discard(link)
+
+
 class TlsLink(Protocol):
-    def __init__(self, context: ssl.SSLContext, server_hostname: str, events: TlsLinkEvents):
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str,
+        events: TlsLinkEvents,
+        gate: ReadGate | None = None,
+    ):
         self._context = context
         self._server_hostname = server_hostname
         self._events = events
+        self._gate = gate
+        self._reading_paused = False
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls: ssl.SSLObject | None = None
@@ -86,6 +116,8 @@ class TlsLink(Protocol):
         self._tls = self._context.wrap_bio(
             self._incoming, self._outgoing, server_side=False, server_hostname=self._sni()
         )
+        if self._gate is not None:
+            self._gate.add(self)
         self._advance_handshake()
 
     def dataReceived(self, data: bytes) -> None:
@@ -96,6 +128,8 @@ class TlsLink(Protocol):
             self._read_plaintext()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._gate is not None:
+            self._gate.discard(self)
         already_gone, self._gone = self._gone, True
         if not self._handshake_reported:
             self._report_handshake(ResultCode.CONNECTION)
@@ -103,6 +137,17 @@ class TlsLink(Protocol):
             self._events.closed()
 
     # -- used by the socket ----------------------------------------------------------
+    def apply_gate(self) -> None:
+        """Pause or resume reading from the server as the gate says (not mid-handshake)."""
+        paused = self._gate is not None and self._gate.paused and self._established
+        if paused == self._reading_paused or self.transport is None or self._gone:
+            return
+        self._reading_paused = paused
+        if paused:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        else:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
     def write(self, data: bytes) -> bool:
         """Encrypt and send; False if the connection is no longer usable."""
         if not self.established or self._tls is None:
@@ -153,6 +198,7 @@ class TlsLink(Protocol):
         self._flush()
         self._established = True
         self._report_handshake(ResultCode.SUCCESS)
+        self.apply_gate()
 
     def _report_handshake(self, result: ResultCode) -> None:
         if not self._handshake_reported:
