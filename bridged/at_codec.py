@@ -139,10 +139,15 @@ class BootSign:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolError:
-    """Bytes that break the dialect. Reported, counted, never fatal."""
+    """Bytes that break the dialect. Reported, counted, never fatal.
+
+    ``connect_id`` names the socket whose received data was lost, when the broken bytes
+    were a recv URC for a known socket: its client has a gap in its stream.
+    """
 
     kind: str
     detail: str
+    connect_id: int | None = None
 
 
 Urc = RecvUrc | ClosedUrc | OpenResult | SendResult | CloseResult | BootSign
@@ -289,6 +294,7 @@ class ATDecoder:
                     "bad_recv_length",
                     f"recv length {length} on socket {connect_id} outside "
                     f"1..{data_format.max_recv} ({data_format.name.lower()} format)",
+                    connect_id,
                 )
             )
             self._skipping_line = True
@@ -323,6 +329,7 @@ class ATDecoder:
                     ProtocolError(
                         "bad_recv_length",
                         f"hex recv on socket {pending.connect_id} longer than {want} digits",
+                        pending.connect_id,
                     )
                 )
                 self._skipping_line = True
@@ -333,7 +340,13 @@ class ATDecoder:
         self._recv = None
         if pending.quoted:
             if not field.endswith(b'"'):
-                events.append(ProtocolError("bad_recv_data", "hex recv data without closing quote"))
+                events.append(
+                    ProtocolError(
+                        "bad_recv_data",
+                        f"hex recv on socket {pending.connect_id} without closing quote",
+                        pending.connect_id,
+                    )
+                )
                 return True
             field = field[:-1]
         if len(field) != want:
@@ -342,11 +355,17 @@ class ATDecoder:
                     "bad_recv_length",
                     f"hex recv on socket {pending.connect_id}: {len(field)} digits, "
                     f"expected {want}",
+                    pending.connect_id,
                 )
             )
         elif (data := _decode_hex(field)) is None:
             events.append(
-                ProtocolError("bad_hex", f"non-hex digit in recv data: {_show(field[:40])}")
+                ProtocolError(
+                    "bad_hex",
+                    f"non-hex digit in recv data on socket {pending.connect_id}: "
+                    f"{_show(field[:40])}",
+                    pending.connect_id,
+                )
             )
         else:
             events.append(RecvUrc(pending.connect_id, data))
@@ -360,6 +379,14 @@ class ATDecoder:
             return False
         data = bytes(buf[: pending.length])
         if pending.quoted and buf[pending.length] != 0x22:
+            # Bare data may itself begin with '"': read that way, the byte after <len>
+            # bytes counted from the '"' must end the line.
+            if buf[pending.length - 1] in _LINE_ENDS:
+                data = b'"' + bytes(buf[: pending.length - 1])
+                del buf[: pending.length - 1]
+                self._recv = None
+                events.append(RecvUrc(pending.connect_id, data))
+                return True
             self._recv = None
             del buf[: pending.length]
             events.append(
@@ -367,6 +394,7 @@ class ATDecoder:
                     "bad_recv_data",
                     f"text recv on socket {pending.connect_id}: no closing quote after "
                     f"{pending.length} bytes",
+                    pending.connect_id,
                 )
             )
             self._skipping_line = True

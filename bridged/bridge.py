@@ -62,6 +62,7 @@ class SocketStats:
     opens: Counter[str] = field(default_factory=Counter)  # by result name
     client_connections: Counter[str] = field(default_factory=Counter)  # by outcome
     send_failures: int = 0
+    rx_corrupted_urcs: int = 0  # recv URCs for this socket that arrived garbled
 
 
 class SocketBridge:
@@ -132,7 +133,9 @@ class SocketBridge:
     def attach(self, qssl: QsslClient) -> None:
         """A new serial connection: subscribe to this socket's URCs on it."""
         self.qssl = qssl
-        qssl.listeners[self.connect_id] = SocketListener(self._on_recv, self._on_remote_closed)
+        qssl.listeners[self.connect_id] = SocketListener(
+            self._on_recv, self._on_remote_closed, self._on_recv_lost
+        )
 
     def module_ready(self) -> None:
         self._apply(self.channel.module_ready())
@@ -143,6 +146,22 @@ class SocketBridge:
     def _on_recv(self, data: bytes) -> None:
         self.stats.rx_bytes += len(data)
         self._apply(self.channel.recv(data))
+
+    def _on_recv_lost(self, reason: str) -> None:
+        # Bytes the module received for this socket were garbled on the serial line: the
+        # client's stream now has a hole it cannot see. Disconnect it rather than carry on
+        # as if nothing happened; its own connection-lost handling tells the channel.
+        self.stats.rx_corrupted_urcs += 1
+        client = self.client
+        if client is not None:
+            log.warn(
+                "{label}: received data lost on the serial line ({reason}); "
+                "disconnecting client {peer}",
+                label=self.label,
+                reason=reason,
+                peer=client.peer,
+            )
+            client.abort()
 
     def _on_remote_closed(self) -> None:
         self.stats.remote_closes += 1

@@ -28,6 +28,7 @@ from bridged.at_codec import (
     DataFormat,
     Event,
     OpenResult,
+    ProtocolError,
     RecvUrc,
     SendResult,
     encode_payload,
@@ -129,9 +130,16 @@ class SslSocketSettings:
 class SocketListener:
     """Receives one socket's URCs. Subclass or assign the callables."""
 
-    def __init__(self, on_recv: Callable[[bytes], None], on_closed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_recv: Callable[[bytes], None],
+        on_closed: Callable[[], None],
+        on_recv_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.on_recv = on_recv
         self.on_closed = on_closed
+        # Received data for this socket arrived corrupted and was dropped.
+        self.on_recv_lost = on_recv_lost
 
 
 T = TypeVar("T", OpenResult, SendResult, CloseResult)
@@ -379,6 +387,10 @@ class QsslClient:
             )
         elif isinstance(event, OpenResult | SendResult | CloseResult):
             self._resolve(type(event), event.connect_id, event.err)
+        elif isinstance(event, ProtocolError) and event.connect_id is not None:
+            listener = self.listeners.get(event.connect_id)
+            if listener is not None and listener.on_recv_lost is not None:
+                listener.on_recv_lost(f"{event.kind}: {event.detail}")
         elif isinstance(event, BootSign):
             self.fail_waiters(ModuleRebooted(f"module rebooted ({event.text})"))
             for boot_listener in list(self.boot_listeners):

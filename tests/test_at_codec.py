@@ -269,3 +269,27 @@ def test_quote_refuses_what_the_dialect_cannot_carry() -> None:
 
 def test_text_payload_is_raw() -> None:
     assert encode_payload(b'\x00"\r', DataFormat.TEXT) == b'\x00"\r'
+
+
+@pytest.mark.parametrize(
+    ("wire", "connect_id"),
+    [
+        (b'\r\n+QSSLURC: "recv",1,4,2,"41G2"\r\n', 4),  # the data is damaged: socket known
+        (b'\r\n+QSSLURC: "recv",1,4,3,"4142"\r\n', 4),
+        (b'\r\n+QSSLURC: "recv",1,9,1,"41"\r\n', None),  # the header is damaged: no socket
+        (b'\r\n+QSSLURC: "bogus",1,4\r\n', None),
+    ],
+)
+def test_a_damaged_recv_names_its_socket_when_the_header_is_intact(
+    wire: bytes, connect_id: int | None
+) -> None:
+    (error,) = decode(wire)
+    assert isinstance(error, ProtocolError) and error.connect_id == connect_id
+
+
+def test_bare_text_data_may_begin_with_a_quote() -> None:
+    assert decode(b'\r\n+QSSLURC: "recv",1,1,1,"\r\n', c1=DataFormat.TEXT) == [RecvUrc(1, b'"')]
+    assert decode(b'\r\n+QSSLURC: "recv",1,1,3,"x"\r\n', c1=DataFormat.TEXT) == [
+        RecvUrc(1, b'"x"')
+    ]
+    assert decode(b'\r\n+QSSLURC: "recv",1,1,1,"x"\r\n', c1=DataFormat.TEXT) == [RecvUrc(1, b"x")]
