@@ -289,7 +289,5 @@ def test_a_damaged_recv_names_its_socket_when_the_header_is_intact(
 
 def test_bare_text_data_may_begin_with_a_quote() -> None:
     assert decode(b'\r\n+QSSLURC: "recv",1,1,1,"\r\n', c1=DataFormat.TEXT) == [RecvUrc(1, b'"')]
-    assert decode(b'\r\n+QSSLURC: "recv",1,1,3,"x"\r\n', c1=DataFormat.TEXT) == [
-        RecvUrc(1, b'"x"')
-    ]
+    assert decode(b'\r\n+QSSLURC: "recv",1,1,3,"x"\r\n', c1=DataFormat.TEXT) == [RecvUrc(1, b'"x"')]
     assert decode(b'\r\n+QSSLURC: "recv",1,1,1,"x"\r\n', c1=DataFormat.TEXT) == [RecvUrc(1, b"x")]
