@@ -337,6 +337,10 @@ class SocketBridge:
                 if error.code is not None:
                     self._apply(self.channel.open_result(error.code))
                 else:
+                    # No result (a timeout, or ERROR): the module may still finish the
+                    # open later. Close it first, so the retry does not meet -6.
+                    closing = defer.Deferred.fromCoroutine(qssl.close(self.connect_id))
+                    closing.addErrback(lambda _: None)
                     self._apply(self.channel.open_error(str(error)))
             elif isinstance(error, ATError):
                 self._apply(self.channel.open_error(str(error)))
