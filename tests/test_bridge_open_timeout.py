@@ -12,6 +12,7 @@ from bridged.channel import ChannelState
 from bridged.config import Endpoint, ReconnectPolicy, SocketConfig
 from bridged.qssl import QsslClient
 from tests.support.scripted_pty import ScriptedPty
+from tests.support.waiting import wait_until
 
 
 @pytest_twisted.ensureDeferred
@@ -40,10 +41,7 @@ async def test_an_open_without_result_is_closed_before_the_retry() -> None:
         pty.send(b"\r\nOK\r\n\r\n+QSSLCLOSE: 1,2,0\r\n")
         await pty.wait_for(b'AT+QSSLOPEN=1,2,"example.org",443,0\r', timeout=3)  # the retry
         pty.send(b"\r\nOK\r\n\r\n+QSSLOPEN: 1,2,0\r\n")
-        deadline = reactor.seconds() + 3
-        while bridge.state is not ChannelState.OPEN and reactor.seconds() < deadline:
-            await pty.wait_for(b"\xff", timeout=0.05).addErrback(lambda _: None)
-        assert bridge.state is ChannelState.OPEN
+        await wait_until(lambda: bridge.state is ChannelState.OPEN, timeout=3, what="open")
         bridge.cancel_timers()
     finally:
         port.loseConnection()
