@@ -379,14 +379,6 @@ class ATDecoder:
             return False
         data = bytes(buf[: pending.length])
         if pending.quoted and buf[pending.length] != 0x22:
-            # Bare data may itself begin with '"': read that way, the byte after <len>
-            # bytes counted from the '"' must end the line.
-            if buf[pending.length - 1] in _LINE_ENDS:
-                data = b'"' + bytes(buf[: pending.length - 1])
-                del buf[: pending.length - 1]
-                self._recv = None
-                events.append(RecvUrc(pending.connect_id, data))
-                return True
             self._recv = None
             del buf[: pending.length]
             events.append(
