@@ -148,20 +148,15 @@ class SocketBridge:
         self._apply(self.channel.recv(data))
 
     def _on_recv_lost(self, reason: str) -> None:
-        # Bytes the module received for this socket were garbled on the serial line: the
-        # client's stream now has a hole it cannot see. Disconnect it rather than carry on
-        # as if nothing happened; its own connection-lost handling tells the channel.
+        # Bytes the module received for this socket were garbled on the serial line. Only
+        # counted: disconnecting the client alone is not enough (a persistent socket's next
+        # client would inherit the rest of the broken stream); see docs/bad-input.md.
         self.stats.rx_corrupted_urcs += 1
-        client = self.client
-        if client is not None:
-            log.warn(
-                "{label}: received data lost on the serial line ({reason}); "
-                "disconnecting client {peer}",
-                label=self.label,
-                reason=reason,
-                peer=client.peer,
-            )
-            client.abort()
+        log.warn(
+            "{label}: received data lost on the serial line ({reason})",
+            label=self.label,
+            reason=reason,
+        )
 
     def _on_remote_closed(self) -> None:
         self.stats.remote_closes += 1

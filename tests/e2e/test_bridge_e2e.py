@@ -185,30 +185,3 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     except OSError:
         pass
     return bytes(chunks)
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_garbled_recv_for_a_socket_disconnects_its_client(
-    rig_dir, pki: Pki, echo_server: RunningServer
-) -> None:
-    # A recv URC for socket 0 whose data is damaged: the client would have a hole in its
-    # stream, so it is disconnected instead of carrying on as if nothing happened.
-    rig = BridgeRig(rig_dir, pki)
-    await rig.start([SocketSpec(0, echo_server.port), SocketSpec(1, echo_server.port)])
-    try:
-        victim = await threads.deferToThread(rig.connect, 0)
-        bystander = await threads.deferToThread(rig.connect, 1)
-        for sock in (victim, bystander):
-            await threads.deferToThread(sock.sendall, b"hi")
-            assert await threads.deferToThread(read_exactly, sock, 2) == b"hi"
-        rig.emulator.inject_line(b'+QSSLURC: "recv",1,0,3,"41G243"')  # G is not hex
-        assert await threads.deferToThread(_read_until_closed, victim) == b""
-        victim.close()
-        assert rig.bridge(0).stats.rx_corrupted_urcs == 1
-        # The other socket is unaffected, and socket 0 works again for a new client.
-        await threads.deferToThread(bystander.sendall, b"still")
-        assert await threads.deferToThread(read_exactly, bystander, 5) == b"still"
-        bystander.close()
-        assert await rig.roundtrip(0, b"fresh") == b"fresh"
-    finally:
-        await rig.stop()
