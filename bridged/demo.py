@@ -22,10 +22,12 @@ from typing import Any
 import trustme
 from twisted.logger import Logger
 
+from bridged.module_tls import openssl_cipher_string
+
 log = Logger(namespace="bridged.demo")
 
 # The suites a demo server offers: what the module can negotiate, nothing else.
-DEMO_SERVER_CIPHERS = "AES256-SHA256:AES256-SHA:AES128-SHA256:AES128-SHA:@SECLEVEL=0"
+DEMO_SERVER_CIPHERS = openssl_cipher_string()
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from bridged.module_tls import openssl_cipher_string
 from tests.support.pki import Pki
 
 LOOPBACK = "127.0.0.1"
 #: The module's RSA suites as OpenSSL names, at a security level that allows TLS 1.0.
-MODULE_COMPATIBLE_CIPHERS = "AES256-SHA256:AES256-SHA:AES128-SHA256:AES128-SHA:@SECLEVEL=0"
+MODULE_COMPATIBLE_CIPHERS = openssl_cipher_string()
 
 
 @dataclass
