@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tests.bench import procstat
+from tests.bench import cgroups, procstat
 from tests.support.pki import Pki
 from tests.support.tls_servers import free_port, is_listening
 
@@ -44,6 +44,10 @@ class RigSettings:
     log_level: str = "info"
     rtt: float = 0.0  # the emulator's network round trip (s)
     uplink_rate: float | None = None  # the emulator's radio uplink (bytes/s)
+    #: "bridged" (``bridged run``) or "peer" (tests/bench/peer.py, the minimal bridge).
+    bridge: str = "bridged"
+    #: Run the bridge alone in a cgroup with this CPU quota (share of one core).
+    cpu_quota: float | None = None
 
 
 @dataclass
@@ -72,6 +76,7 @@ class ProcessRig:
         self.emulator: subprocess.Popen[bytes] | None = None
         self.server: subprocess.Popen[str] | None = None
         self.bridge: subprocess.Popen[bytes] | None = None
+        self.cgroup: cgroups.CpuQuota | None = None
         self.result = RigResult()
         self._logs: list[IO[bytes]] = []
         directory.mkdir(parents=True, exist_ok=True)
@@ -140,13 +145,29 @@ class ProcessRig:
         if not line or not json.loads(line).get("ready"):
             raise RuntimeError(f"TLS servers did not start; see {self.directory}/servers.log")
 
-    def start_bridge(self, timeout: float = 120.0) -> float:
-        """Launch ``bridged run``; seconds until every socket's port listens (ready)."""
+    def bridge_command(self) -> list[str]:
+        s = self.settings
+        if s.bridge == "peer":
+            command = [sys.executable, str(REPO / "tests" / "bench" / "peer.py")]
+            command += ["--device", str(self.device), "--baud", str(s.baud)]
+            command += ["--format", s.dataformat, "--prompt-delay", str(s.prompt_delay)]
+            for cid, port in self.listen_ports.items():
+                command += ["--socket", f"{cid}:{port}:127.0.0.1:{self.server_ports[cid]}"]
+            return command
         config = self.directory / "bridged.yaml"
         config.write_text(self.config_text())
+        return [sys.executable, "-m", "bridged", "run", "-c", str(config)]
+
+    def start_bridge(self, timeout: float = 120.0) -> float:
+        """Launch the bridge; seconds until every socket's port listens (ready)."""
+        command = self.bridge_command()
+        if self.settings.cpu_quota is not None:
+            self.cgroup = cgroups.CpuQuota(f"bench-{os.getpid()}-{id(self)}")
+            self.cgroup.create(self.settings.cpu_quota)
+            command = self.cgroup.wrap(command)
         start = time.monotonic()
         self.bridge = subprocess.Popen(
-            [sys.executable, "-m", "bridged", "run", "-c", str(config)],
+            command,
             cwd=REPO,
             env=_env(),
             stdout=self._log("bridged.log"),
@@ -175,6 +196,8 @@ class ProcessRig:
             except subprocess.TimeoutExpired:
                 self.bridge.kill()
                 self.result.bridge_exit = self.bridge.wait()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         if self.server is not None and self.server.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 assert self.server.stdin is not None

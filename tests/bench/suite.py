@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tests.bench import procstat
-from tests.bench.report import table
+from tests.bench.report import comparison_table, table
 from tests.bench.scenarios import BUDGETS, SCENARIOS, Context, machine
 from tests.support.pki import make_pki
 
@@ -67,11 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(table(context.rows))
+    if context.comparisons:
+        print()
+        print("bridged beside the peer (tests/bench/peer.py), same run:")
+        print()
+        print(comparison_table(context.comparisons))
+    for reason in context.skipped:
+        print(reason)
     for failure in failures:
         print(f"FAILED {failure}")
     if args.json:
         rows = [asdict(r) | {"ratio": r.ratio} for r in context.rows]
-        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+        comparisons = [asdict(c) | {"ratio": c.ratio} for c in context.comparisons]
+        document = {"machine": info, "rows": rows, "comparisons": comparisons}
+        args.json.write_text(json.dumps(document, indent=1))
     if args.workdir is None and not failures:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failures else 0
