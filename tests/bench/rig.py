@@ -26,6 +26,9 @@ from tests.support.pki import Pki
 from tests.support.tls_servers import free_port, is_listening
 
 REPO = Path(__file__).resolve().parents[2]
+BRIDGED_RUN = ("-m", "bridged", "run", "-c")
+#: A directory: bridged runs under cProfile and leaves ``<row>.prof`` there (--profile).
+PROFILE_ENV = "BRIDGED_BENCH_PROFILE"
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,11 @@ class ProcessRig:
             return command
         config = self.directory / "bridged.yaml"
         config.write_text(self.config_text())
-        return [sys.executable, "-m", "bridged", "run", "-c", str(config)]
+        profile = os.environ.get(PROFILE_ENV)
+        if profile:  # cProfile the bridge: one file per rig, written when it stops
+            out = Path(profile) / f"{self.directory.name}.prof"
+            return [sys.executable, "-m", "cProfile", "-o", str(out), *BRIDGED_RUN, str(config)]
+        return [sys.executable, *BRIDGED_RUN, str(config)]
 
     def start_bridge(self, timeout: float = 120.0) -> float:
         """Launch the bridge; seconds until every socket's port listens (ready)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
+import os
 import platform
 import shutil
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from tests.bench import procstat
 from tests.bench.report import comparison_table, table
+from tests.bench.rig import PROFILE_ENV, REPO
 from tests.bench.scenarios import BUDGETS, SCENARIOS, Context, machine
 from tests.support.pki import make_pki
 
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", type=Path, help="keep logs and configs here")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--profile", type=Path, help="run bridged under cProfile, one <row>.prof file here"
+    )
     return parser
 
 
@@ -41,10 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.scenario or list(SCENARIOS)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bridged-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    # As installed (pip compiles bytecode), not as this checkout runs with
+    # PYTHONDONTWRITEBYTECODE: otherwise every start compiles bridged's modules again.
+    compileall.compile_dir(REPO / "bridged", quiet=1)
     context = Context(workdir, make_pki(workdir / "pki"), budget, log)
     info = machine()
     started = time.monotonic()
