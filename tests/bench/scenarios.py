@@ -22,7 +22,7 @@ from tests.bench.ceiling import MAX_SEND, Line
 from tests.bench.clients import MessageSender, Pusher, Reader
 from tests.bench.report import Comparison, Row
 from tests.bench.rig import ProcessRig, RigSettings
-from tests.bench.tls_server import MESSAGE_SIZE, SOURCE_PIECE
+from tests.bench.tls_server import GO, MESSAGE_SIZE, SOURCE_PIECE
 from tests.support.pki import Pki
 
 MB = 1_000_000
@@ -53,6 +53,7 @@ class Budget:
     fp_down_seconds: float = 30
     fp_up_seconds: float = 60
     fp_push_seconds: float = 30
+    gateway_quota: float = 0.05  # G's CPU quota, share of one core (smoke: larger, fast)
 
 
 def _p1_rows(headline: float, others: float, download: float) -> tuple[P1Row, ...]:
@@ -113,6 +114,7 @@ SMOKE = Budget(
     fp_down_seconds=2,
     fp_up_seconds=3,
     fp_push_seconds=3,
+    gateway_quota=0.5,
 )
 BUDGETS = {b.name: b for b in (FULL, QUICK, SMOKE)}
 
@@ -133,6 +135,10 @@ class Variant:
     def suffix(self) -> str:
         quota = f"-q{self.cpu_quota:g}" if self.cpu_quota is not None else ""
         return f"-{self.bridge}{quota}" if self.scenario else ""
+
+    def note_start(self, row: Row, rig: ProcessRig) -> None:
+        if self.scenario:
+            row.notes.append(f"ready after {row.ready:.2f} s, {rig.cpu():.2f} CPU s")
 
     def apply(self, settings: RigSettings) -> RigSettings:
         return replace(settings, bridge=self.bridge, cpu_quota=self.cpu_quota)
@@ -263,6 +269,7 @@ def p1_upload(
     with ctx.rig(f"p1-up-{fmt}-{baud}-g{guard:g}{variant.suffix}", settings) as rig:
         row.ready = rig.result.ready_seconds
         row.rss_start = rig.memory()["VmRSS"] / MB
+        variant.note_start(row, rig)
         cpu0, t0 = rig.cpu(), time.monotonic()
         pusher = Pusher(rig.connect(0), total).start()
         record = _wait_for(
@@ -484,22 +491,31 @@ def p4(
     fmt: str = "hex",
     variant: Variant = BRIDGED,
     seconds: float | None = None,
+    open_first: bool = False,
 ) -> Row:
+    """Six servers flood six clients. ``open_first``: the servers wait until all six
+    sockets are open (each client says go then), so that no open waits behind a flood."""
     line = Line(baud, fmt, ctx.budget.prompt)
     ceiling = line.download_ceiling()
     seconds = ctx.budget.p4_seconds if seconds is None else seconds
     per_socket = _round_up(ceiling * seconds / 6, SOURCE_PIECE)
+    source = f"source-on-go:{per_socket}" if open_first else f"source:{per_socket}"
     what = variant.prefix + f"6 sockets download {fmt} {baud}"
-    row = Row(variant.scenario or "P4", what, "(no prompt)", ceiling=ceiling)
+    settings_text = "(no prompt), all open first" if open_first else "(no prompt)"
+    row = Row(variant.scenario or "P4", what, settings_text, ceiling=ceiling)
     row.target = "0 lost, CPU ≤ 25 %"
-    settings = variant.apply(
-        RigSettings(baud, fmt, line.prompt_wait, servers=(f"source:{per_socket}",) * 6)
-    )
+    settings = variant.apply(RigSettings(baud, fmt, line.prompt_wait, servers=(source,) * 6))
     with ctx.rig(f"p4{variant.suffix}", settings) as rig:
         row.ready = rig.result.ready_seconds
         row.rss_start = rig.memory()["VmRSS"] / MB
+        variant.note_start(row, rig)
+        sockets = [rig.connect(c) for c in range(6)]
+        if open_first:
+            _wait_for(lambda: len(rig.server_records()) >= 6, 60, "six sockets open")
+            for sock in sockets:
+                sock.sendall(GO)
         cpu0, t0 = rig.cpu(), time.monotonic()
-        readers = [Reader(rig.connect(c), per_socket).start() for c in range(6)]
+        readers = [Reader(sock, per_socket).start() for sock in sockets]
         for reader in readers:
             reader.thread.join(max(0.0, t0 + 3 * seconds + 30 - time.monotonic()))
         cpu1, t1 = rig.cpu(), time.monotonic()
@@ -539,6 +555,7 @@ def p5(ctx: Context, offer: int = 50 * 1024 * 1024, variant: Variant = BRIDGED) 
     with ctx.rig(f"p5{variant.suffix}", settings) as rig:
         row.ready = rig.result.ready_seconds
         row.rss_start = rig.memory()["VmRSS"] / MB
+        variant.note_start(row, rig)
         cpu0, t0 = rig.cpu(), time.monotonic()
         pusher = Pusher(rig.connect(0), offer, close_when_done=False).start()
         rss: list[tuple[float, int]] = []
@@ -641,7 +658,6 @@ def _init_seconds(log: Path) -> float:
 
 
 PEER_BRIDGES = ("bridged", "peer")
-GATEWAY_QUOTA = 0.05  # of one core
 
 
 def footprint(ctx: Context) -> None:
@@ -653,7 +669,9 @@ def footprint(ctx: Context) -> None:
     push: dict[str, Row] = {}
     for bridge in PEER_BRIDGES:
         variant = Variant(bridge, scenario="F")
-        down[bridge] = _target(p4(ctx, variant=variant, seconds=ctx.budget.fp_down_seconds))
+        down[bridge] = _target(
+            p4(ctx, variant=variant, seconds=ctx.budget.fp_down_seconds, open_first=True)
+        )
         up[bridge] = _target(
             p1_upload(ctx, 115200, "hex", PROPOSED_GUARD, ctx.budget.fp_up_seconds, variant)
         )
@@ -713,24 +731,25 @@ def gateway(ctx: Context) -> None:
     """Issue 14's gateway mode: the bridge process alone in a cgroup limited to 5 % of
     one core. Time from launch to every listener ready (six sockets), and the share of
     the line's ceiling held downloading (921600, six sockets) and uploading (115200)."""
+    quota = ctx.budget.gateway_quota
     reason = cgroups.unavailable()
     if reason is not None:
-        ctx.skip(f"G (gateway mode, 5 % CPU quota) skipped: {reason}")
+        ctx.skip(f"G (gateway mode, {quota:.0%} CPU quota) skipped: {reason}")
         return
     down: dict[str, Row] = {}
     up: dict[str, Row] = {}
     for bridge in PEER_BRIDGES:
-        variant = Variant(bridge, GATEWAY_QUOTA, scenario="G")
-        down[bridge] = p4(ctx, variant=variant, seconds=ctx.budget.fp_down_seconds)
+        variant = Variant(bridge, quota, scenario="G")
+        down[bridge] = p4(ctx, variant=variant, seconds=ctx.budget.fp_down_seconds, open_first=True)
         up[bridge] = p1_upload(
             ctx, 115200, "hex", PROPOSED_GUARD, ctx.budget.fp_up_seconds, variant
         )
         for row in (down[bridge], up[bridge]):
-            row.settings = f"{row.settings}, CPU quota {GATEWAY_QUOTA:.0%}"
+            row.settings = f"{row.settings}, CPU quota {quota:.0%}"
             row.target, row.met = "≥ 97 % of ceiling", (row.ratio or 0) >= 0.97 and row.intact
     b, p = "bridged", "peer"
     ctx.compare(
-        "start to all six listeners ready, 5 % CPU quota",
+        f"start to all six listeners ready, {quota:.0%} CPU quota",
         "s",
         down[b].ready,
         down[p].ready,
@@ -740,7 +759,7 @@ def gateway(ctx: Context) -> None:
     )
     for name, rows in (("download 921600 hex x6", down), ("upload 115200 hex", up)):
         ctx.compare(
-            f"share of the ceiling held under 5 % quota, {name}",
+            f"share of the ceiling held under {quota:.0%} quota, {name}",
             "ratio",
             rows[b].ratio,
             rows[p].ratio,
