@@ -162,6 +162,7 @@ _RECV_PREFIX = b'+QSSLURC: "recv",'
 _RECV_HEADER_MAX = 24  # "1,5,1300," and some slack
 # _fast_recv's answers: consumed one URC, wait for more bytes, take the general way.
 _DONE, _WAIT, _GENERAL = object(), object(), object()
+_MAX_RECV = {f: f.max_recv for f in DataFormat}  # an enum property costs more than a dict
 _RECV_FAST = re.compile(rb"1,([0-5]),([0-9]{1,4}),")  # the canonical header, after the prefix
 _RECV_HEADER = re.compile(rb"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,")
 _ASYNC_RESULT = re.compile(rb"\+QSSL(OPEN|SEND|CLOSE): ?(\d+),(\d+),(-?\d+)")
@@ -288,7 +289,7 @@ class ATDecoder:
             connect_id = int(match[1])
             length = int(match[2])
             data_format = self._formats[connect_id]
-            if not 1 <= length <= data_format.max_recv:
+            if not 1 <= length <= _MAX_RECV[data_format]:
                 return _GENERAL
             start = match.end()
             quoted = start < len(buf) and buf[start] == 0x22
