@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bridge in the foreground (for systemd)")
     run.add_argument("-c", "--config", required=True, help="YAML configuration file")
     run.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
+    run.add_argument(
+        "--trace", metavar="PATH", help="record the serial line to PATH (see bridged replay)"
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, help="YAML configuration file")
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from bridged.daemon import run_main
 
-        return run_main(args.config, args.log_level)
+        return run_main(args.config, args.log_level, args.trace)
     if args.command == "demo":
         from bridged.demo import demo_main
 
