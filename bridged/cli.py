@@ -50,12 +50,22 @@ def _parser() -> argparse.ArgumentParser:
 
     emulate = sub.add_parser("emulate", help="run the BC26 emulator on a pty", add_help=False)
     emulate.add_argument("args", nargs=argparse.REMAINDER)
+
+    selftest = sub.add_parser(
+        "selftest", help="check a real module against bridged's assumptions", add_help=False
+    )
+    selftest.add_argument("args", nargs=argparse.REMAINDER)
+
+    replay = sub.add_parser(
+        "replay", help="replay a serial trace through the codec", add_help=False
+    )
+    replay.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # These two parse their own options (argparse would take theirs for ours).
+    # These parse their own options (argparse would take theirs for ours).
     if argv[:1] == ["emulate"]:
         from bridged.emulator.main import main as emulator_main
 
@@ -64,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         from bridged.probe import probe_main
 
         return probe_main(argv[1:])
+    if argv[:1] == ["selftest"]:
+        from bridged.selftest import selftest_main
+
+        return selftest_main(argv[1:])
+    if argv[:1] == ["replay"]:
+        from bridged.replay import replay_main
+
+        return replay_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         from bridged.config import check_config_main

@@ -127,7 +127,8 @@ def builtin_profile(name: str) -> ModuleProfile:
     try:
         return BUILTIN_PROFILES[name.lower()]
     except KeyError:
-        raise KeyError(f"no built-in module profile {name!r} (have: {', '.join(BUILTIN_PROFILES)})")
+        have = ", ".join(BUILTIN_PROFILES)
+        raise KeyError(f"no built-in module profile {name!r} (have: {have})") from None
 
 
 # --------------------------------------------------------------------------- loading

@@ -86,7 +86,7 @@ class _TracedTransport:
         self._on_write(data)
         self._transport.write(data)
 
-    def writeSequence(self, data: list[bytes]) -> None:  # noqa: N802 (Twisted's name)
+    def writeSequence(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
 
     def __getattr__(self, name: str) -> Any:
@@ -108,16 +108,16 @@ class TracingProtocol(Protocol):
         self._out = out
         self._clock = clock
 
-    def makeConnection(self, transport: ITransport) -> None:  # noqa: N802
+    def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
         self._record(self._recorder.note("port opened", self._clock()))
         self.wrapped.makeConnection(_TracedTransport(transport, self._host_wrote))  # type: ignore[arg-type]
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self._record(self._recorder.module_sent(data, self._clock()))
         self.wrapped.dataReceived(data)
 
-    def connectionLost(self, reason: Failure | None = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._record(self._recorder.note("port closed", self._clock()))
         self._out.close()
         self.wrapped.connectionLost(reason)  # type: ignore[arg-type]

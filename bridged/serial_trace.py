@@ -9,7 +9,7 @@ Format (one record per line, UTF-8, ``#`` lines are comments)::
 
     # bridged serial trace v1
     1764640000.123456 H |AT+QSSLSEND=1,0,5\\r
-    1764640000.125001 M |\\r\\n> 
+    1764640000.125001 M |\\r\\n>
     1764640000.626001 H [payload 10]
     1764640000.640000 M |\\r\\nOK\\r\\n
     1764640001.000000 H [redacted 1187]
@@ -67,6 +67,8 @@ def escape(data: bytes) -> str:
             out.append(chr(b))
         else:
             out.append(f"\\x{b:02x}")
+    if out and out[-1] == " ":
+        out[-1] = "\\x20"  # a trailing space would not survive an editor
     return "".join(out)
 
 
@@ -269,7 +271,9 @@ def parse_trace(lines: Iterator[str] | list[str], source: str = "<trace>") -> It
             stamp, direction, body = line.split(" ", 2)
             time = float(stamp)
         except ValueError:
-            raise TraceFormatError(f"{source}:{number}: not a trace record: {line[:60]!r}")
+            raise TraceFormatError(
+                f"{source}:{number}: not a trace record: {line[:60]!r}"
+            ) from None
         if direction == NOTE:
             yield TraceEntry(time, NOTE, text=body)
         elif direction not in (HOST, MODULE):

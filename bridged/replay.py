@@ -1,0 +1,7 @@
+"""placeholder"""
+
+from collections.abc import Sequence
+
+
+def replay_main(argv: Sequence[str]) -> int:
+    raise NotImplementedError
