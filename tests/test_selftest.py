@@ -3,7 +3,7 @@
 The emulator runs in the reactor on a real pty; the self-test runs in a thread with its
 own synchronous driver, against real TLS echo servers. Each row of :data:`SETTINGS`
 sets the emulator's module profile one way, and the self-test must report exactly that
-(settings × findings), and write a profile file that says it.
+(settings x findings), and write a profile file that says it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ from twisted.internet.threads import deferToThread
 from bridged.emulator import FAST, Emulator
 from bridged.module_profile import BC26, ModuleProfile, load_profile_file
 from bridged.selftest import EchoServer, Selftest, SelftestOptions, run_on_device
+from bridged.selftest_line import port_holders
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
+from tests.support.waiting import wait_until
 
+_SELFTEST = [sys.executable, "-m", "bridged", "selftest"]
 #: Short steps keep each run to a few seconds; 0.3 and 0.05 are both on it.
 STEPS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.0)
 
