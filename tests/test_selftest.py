@@ -172,9 +172,6 @@ async def test_selftest_refuses_a_port_in_use_naming_the_holder(tmp_path: Path) 
         ]
     )
     try:
-        from bridged.selftest_line import port_holders
-        from tests.support.waiting import wait_until
-
         await wait_until(lambda: port_holders(str(emulator.device_path)), timeout=10)
         result = await deferToThread(
             subprocess.run,
