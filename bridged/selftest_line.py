@@ -46,6 +46,9 @@ class BinaryPort(Protocol):
 
     def read(self, size: int = 1) -> bytes: ...
 
+    @property
+    def in_waiting(self) -> int: ...
+
     def write(self, data: bytes, /) -> int | None: ...
 
     def close(self) -> None: ...
@@ -144,9 +147,13 @@ class Line:
         self._write_trace(self.recorder.note(text, self._wall()))
 
     def _read_some(self) -> None:
-        data = self._port.read(4096)
+        # One byte (waiting up to the port's timeout), then whatever else is there.
+        data = self._port.read(1)
         if not data:
             return
+        waiting = self._port.in_waiting
+        if waiting:
+            data += self._port.read(waiting)
         self._write_trace(self.recorder.module_sent(data, self._wall()))
         self.received += data
         for event in self.decoder.feed(data):
