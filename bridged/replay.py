@@ -65,6 +65,8 @@ class Replay:
     events: list[Event] = field(default_factory=list)
     commands: list[tuple[str, str]] = field(default_factory=list)
     protocol_errors: int = 0
+    #: Final results or '>' with no command waiting (late answers, typically).
+    unmatched: int = 0
 
 
 class Replayer:
@@ -100,7 +102,9 @@ class Replayer:
         self._abandon(end)
         r = self.result
         counts = f"{len(r.commands)} commands, {len(r.events)} URCs/errors"
-        r.lines.append(f"-- {counts}, {r.protocol_errors} protocol error(s)")
+        r.lines.append(
+            f"-- {counts}, {r.protocol_errors} protocol error(s), {r.unmatched} unmatched answer(s)"
+        )
         return r
 
     # -- host side -------------------------------------------------------------------
@@ -142,7 +146,7 @@ class Replayer:
                 self._data_phase = True
                 self._say(now, f"← '>' for {self._in_flight[0].line}")
             else:
-                self._error(now, ProtocolError("stray_prompt", "'>' with no command in flight"))
+                self._unmatched(now, "'>' with no command waiting")
             return
         if isinstance(event, InfoLine):
             if self._in_flight:
@@ -163,9 +167,7 @@ class Replayer:
     def _final(self, event: FinalResult, now: float) -> None:
         self._data_phase = False
         if not self._in_flight:
-            self._error(
-                now, ProtocolError("stray_final", f"{event.text} with no command in flight")
-            )
+            self._unmatched(now, f"{event.text} with no command waiting (a late answer?)")
             return
         cmd = self._in_flight.popleft()
         self.result.commands.append((cmd.line, event.text))
@@ -187,9 +189,12 @@ class Replayer:
 
     def _error(self, now: float, error: ProtocolError) -> None:
         self.result.protocol_errors += 1
-        if error.kind not in ("stray_prompt", "stray_final"):
-            self.result.events.append(error)
+        self.result.events.append(error)
         self._say(now, f"!! protocol error {error.kind}: {error.detail}")
+
+    def _unmatched(self, now: float, text: str) -> None:
+        self.result.unmatched += 1
+        self._say(now, f"?? {text}")
 
     def _say(self, now: float, text: str) -> None:
         self.result.lines.append(f"{now - (self._t0 or now):10.3f}  {text}")
@@ -246,6 +251,6 @@ def replay_main(argv: Sequence[str]) -> int:
         print(f"bridged replay: {exc}", file=sys.stderr)
         return 2
     for line in result.lines:
-        if not args.errors_only or "!!" in line or line.startswith("--"):
+        if not args.errors_only or " !! " in line or " ?? " in line or line.startswith("--"):
             print(line)
     return 1 if result.protocol_errors else 0

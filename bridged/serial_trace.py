@@ -110,6 +110,7 @@ class TraceRecorder:
         self._recv_scan = bytearray()  # module bytes that may start a recv URC header
         self._recv_left = 0  # raw payload bytes of a recv URC still to elide
         self._recv_quote_next = False
+        self._recv_hex_now = True
 
     # -- inputs ------------------------------------------------------------------
     def host_wrote(self, data: bytes, now: float) -> list[str]:
@@ -189,10 +190,16 @@ class TraceRecorder:
                 continue
             if self._recv_left:
                 take = min(self._recv_left, len(buf) - i)
-                if raw:
+                if self._recv_hex_now:
+                    # Hex digits hold no line end: as the codec, stop at one.
+                    end = _find_any(bytes(buf[i : i + take]), b"\r\n", 0)
+                    if end >= 0:
+                        take, self._recv_left = end, end
+                if raw and take:
                     yield "|" + escape(bytes(raw))
                     raw.clear()
-                yield f"[recv {take}]"
+                if take:
+                    yield f"[recv {take}]"
                 self._recv_left -= take
                 i += take
                 continue
@@ -214,8 +221,12 @@ class TraceRecorder:
                 continue
             raw += buf[i : header.end()]
             connect_id, length = int(header.group(1)), int(header.group(2))
-            self._recv_left = length * (2 if self._recv_hex.get(connect_id, True) else 1)
-            self._recv_quote_next = True  # an optional opening quote comes first
+            hex_format = self._recv_hex.get(connect_id, True)
+            fmt = DataFormat.HEX if hex_format else DataFormat.TEXT
+            if 1 <= length <= fmt.max_recv:  # else the codec skips the line: keep it all
+                self._recv_left = length * fmt.bytes_per_payload_byte
+                self._recv_hex_now = hex_format
+                self._recv_quote_next = True  # an optional opening quote comes first
             i = header.end()
         if raw:
             yield "|" + escape(bytes(raw))
