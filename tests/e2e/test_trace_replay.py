@@ -115,7 +115,7 @@ def test_rotation_bounds_the_trace_and_replay_reads_both_files(tmp_path: Path) -
     out = TraceFile(path, max_bytes=20_000)
     recorder = TraceRecorder()
     now = 0.0
-    for n in range(2000):
+    for _ in range(2000):
         now += 0.01
         out.write(recorder.host_wrote(b"AT+CSQ\r", now))
         out.write(recorder.module_sent(b"\r\n+CSQ: 22,99\r\n\r\nOK\r\n", now + 0.005))
