@@ -26,13 +26,14 @@ import json
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from bridged.at_codec import OpenResult, RecvUrc, SendResult, Urc
+from bridged.at_codec import ClosedUrc, OpenResult, RecvUrc, SendResult, Urc
 from bridged.module_profile import (
     BC20,
     BC26,
@@ -539,7 +540,7 @@ def upload(line: Line, connect_id: int, kind: str, pem: bytes) -> int | None:
 def send(line: Line, connect_id: int, payload: bytes, hex_format: bool, prompt_wait: float) -> bool:
     data = payload.hex().upper().encode() if hex_format else payload
     r = line.data_command(f"AT+QSSLSEND=1,{connect_id},{len(payload)}", data, prompt_wait)
-    return r.ok and _send_result(line, 15.0) == 0
+    return r.ok and _send_result(line, 15.0, connect_id) == 0
 
 
 def open_socket(line: Line, connect_id: int, host: str, port: int) -> int | None:
@@ -549,6 +550,13 @@ def open_socket(line: Line, connect_id: int, host: str, port: int) -> int | None
     urc = line.wait_urc(
         lambda u: isinstance(u, OpenResult) and u.connect_id == connect_id,
         OPEN_TIMEOUT_SETTING + 10,
+    )
+    # Results and data of this socket's previous connection (a send's -2 after its
+    # close, say) must not be taken for the new one's.
+    line.urcs = deque(
+        u
+        for u in line.urcs
+        if not (isinstance(u, SendResult | RecvUrc | ClosedUrc) and u.connect_id == connect_id)
     )
     return urc.err if isinstance(urc, OpenResult) else None
 
