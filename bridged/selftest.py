@@ -586,10 +586,8 @@ def collect_echo(line: Line, connect_id: int, want: int, timeout: float) -> tupl
     return bytes(data), lengths
 
 
-def _send_result(line: Line, timeout: float) -> int | None:
-    urc = line.wait_urc(
-        lambda u: isinstance(u, SendResult) and u.connect_id == DATA_SOCKET, timeout
-    )
+def _send_result(line: Line, timeout: float, connect_id: int = DATA_SOCKET) -> int | None:
+    urc = line.wait_urc(lambda u: isinstance(u, SendResult) and u.connect_id == connect_id, timeout)
     return urc.err if isinstance(urc, SendResult) else None
 
 
