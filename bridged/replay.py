@@ -40,7 +40,15 @@ from bridged.at_codec import (
     RecvUrc,
     SendResult,
 )
-from bridged.serial_trace import HOST, MODULE, NOTE, TraceEntry, TraceFormatError, parse_trace
+from bridged.serial_trace import (
+    HOST,
+    MODULE,
+    NOTE,
+    TraceEntry,
+    TraceFormatError,
+    escape,
+    parse_trace,
+)
 
 _DATAFORMAT = re.compile(r'AT\+QSSLCFG=\s*\d+\s*,\s*(\d+)\s*,\s*"dataformat"\s*,\s*\d\s*,\s*(\d)')
 _ASYNC = re.compile(r"AT\+QSSL(OPEN|SEND|CLOSE)=\s*\d+\s*,\s*(\d+)", re.IGNORECASE)
@@ -112,9 +120,9 @@ class Replayer:
         if self._data_phase and self._in_flight:
             cmd = self._in_flight[0]
             cmd.data_bytes += len(entry.data)
-            what = entry.elided or "data"
+            what = f"{entry.elided}" if entry.elided else "data"
             wait = "" if cmd.prompt_at is None else f", {_ms(entry.time - cmd.prompt_at)} after '>'"
-            self._say(entry.time, f"→ {len(entry.data)} bytes of {what}{wait}")
+            self._say(entry.time, f"→ {len(entry.data)} bytes ({what}){wait}")
             return
         self._host += entry.data
         while (end := self._host.find(b"\r")) >= 0:
@@ -151,9 +159,9 @@ class Replayer:
         if isinstance(event, InfoLine):
             if self._in_flight:
                 self._in_flight[0].lines.append(event.text)
-                self._say(now, f"← {event.text}")
+                self._say(now, f"← {_printable(event.text)}")
             else:
-                self._say(now, f"← {event.text}  (unsolicited line)")
+                self._say(now, f"← {_printable(event.text)}  (unsolicited line)")
             return
         if isinstance(event, FinalResult):
             self._final(event, now)
@@ -198,6 +206,10 @@ class Replayer:
 
     def _say(self, now: float, text: str) -> None:
         self.result.lines.append(f"{now - (self._t0 or now):10.3f}  {text}")
+
+
+def _printable(text: str) -> str:
+    return escape(text.encode("latin-1"))
 
 
 def _ms(seconds: float) -> str:
