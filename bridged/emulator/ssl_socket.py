@@ -174,7 +174,8 @@ class ModuleSocket:
         self.unconfirmed_sends += 1
 
         def report() -> None:
-            self.unconfirmed_sends = max(0, self.unconfirmed_sends - 1)
+            if attempt == self._attempt:  # a closed connection's count is gone already
+                self.unconfirmed_sends = max(0, self.unconfirmed_sends - 1)
             code = ResultCode.SUCCESS if delivered[0] else ResultCode.CONNECTION
             env.emit_urc(b"+QSSLSEND: %d,%d,%d" % (CONTEXT_ID, self.connect_id, code))
 
@@ -199,11 +200,11 @@ class ModuleSocket:
         """Reboot: connection gone without a word, settings and certificates lost."""
         self._drop_link(orderly=False)
         self.settings = SocketSettings()
-        self.unconfirmed_sends = 0
 
     # -- internals ------------------------------------------------------------------------
     def _new_attempt(self) -> int:
         self._attempt += 1
+        self.unconfirmed_sends = 0
         self._early_data = []
         self._closed_while_opening = False
         return self._attempt

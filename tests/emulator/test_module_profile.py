@@ -56,6 +56,23 @@ async def test_a_second_send_before_the_first_result_follows_the_profile(
     assert b"+QSSLSEND: 1,0" not in host.unread()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_send_on_a_new_connection_is_not_refused_for_the_last_ones_result(
+    start, pki: Pki, tls_echo_server: RunningServer
+) -> None:
+    emulator, host = start(BC26)
+    await booted(emulator, host)
+    await configure_mutual_tls(host, pki)
+    assert await open_socket(host, tls_echo_server.port) == 0
+    await prompt_then(host, "AT+QSSLSEND=1,0,2", b"hi")
+    await host.expect(b"\r\nOK\r\n")
+    await ok(host, "AT+QSSLCLOSE=1,0")  # before that send's result (0.3 s away)
+    assert await open_socket(host, tls_echo_server.port) == 0
+    host.skip_all()
+    host.write(b"AT+QSSLSEND=1,0,2\r")
+    await host.expect(b"\r\n> ")
+
+
 @pytest.mark.parametrize(("quoted", "line"), [(True, b',2,"6869"\r\n'), (False, b",2,6869\r\n")])
 @pytest_twisted.ensureDeferred
 async def test_recv_data_is_quoted_or_bare_as_the_profile_says(
