@@ -70,7 +70,7 @@ def _recv_urc(connect_id: int, data: bytes, hex_format: bool, quoted: bool) -> b
     st.booleans(),
     st.booleans(),
 )
-@example([b'"'], [], hex_format=False, quoted=False, keep=False)  # ambiguous to the codec
+@example([b'"'], [], False, False, False)  # bare text '"': ambiguous to the codec
 def test_module_side_replays_to_the_same_events_however_split(
     payloads: list[bytes], cuts: list[int], hex_format: bool, quoted: bool, keep: bool
 ) -> None:
