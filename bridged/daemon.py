@@ -13,7 +13,7 @@ import random
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -27,6 +27,9 @@ from bridged.config import Config, ConfigError, SocketConfig, load_config
 from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.sdnotify import install_systemd_notify
+
+if TYPE_CHECKING:
+    from bridged.link_health import LinkHealth
 
 log = Logger(namespace="bridged.daemon")
 
@@ -272,15 +275,20 @@ def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
             reactor.callWhenRunning(reactor.stop)
             return
         daemon.stop_hooks.append(port.stopListening)
-    install_passthrough(daemon, reactor, config)
+    install_passthrough(daemon, reactor, config, link_health=health)
 
 
-def install_passthrough(daemon: Daemon, reactor: Any, config: Config) -> None:
+def install_passthrough(
+    daemon: Daemon, reactor: Any, config: Config, link_health: LinkHealth | None = None
+) -> None:
     from bridged.passthrough import PassthroughService, listen_passthrough
+    from bridged.status import STATUS_REQUEST, install_status, status_reply
 
+    current_status = install_status(daemon, reactor, link_health)
     service = PassthroughService(
         engine=lambda: daemon.modem.engine,
         managed=lambda: [b.connect_id for b in daemon.bridges],
+        requests={STATUS_REQUEST: lambda: status_reply(current_status)},
     )
     control = config.control
     try:

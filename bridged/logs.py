@@ -2,6 +2,14 @@
 
 Under systemd (``JOURNAL_STREAM`` set) journald stamps each line itself, so we print no
 timestamp and prefix the syslog priority (``<4>``) instead, which journald understands.
+
+Only bridged's own namespaces (``bridged``, ``bridged.*``) speak below warning level.
+Twisted's informational chatter (``<Factory> starting on 9464``, ``Starting factory``,
+``Stopping factory``) is not an event an operator can act on, and bridged logs each of
+those moments itself in its own words ("metrics on ...", "listening", "client ...
+connected"); ``noisy = False`` cannot silence it all (``Port.startListening`` logs
+regardless). Warnings and errors from anywhere, unhandled errors in Deferreds among them,
+always pass: a fault is never hidden.
 """
 
 from __future__ import annotations
@@ -13,9 +21,11 @@ from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     globalLogBeginner,
 )
@@ -63,9 +73,33 @@ class LineObserver:
         self.stream.flush()
 
 
+OWN_NAMESPACE = "bridged"
+_MAYBE: PredicateResult = PredicateResult.maybe  # (twisted's constants are untyped)
+_NO: PredicateResult = PredicateResult.no
+
+
+def is_own_namespace(namespace: str) -> bool:
+    return namespace == OWN_NAMESPACE or namespace.startswith(OWN_NAMESPACE + ".")
+
+
+@implementer(ILogFilterPredicate)
+class OwnOrFaultPredicate:
+    """Lets through bridged's own events, and anyone's warnings and errors."""
+
+    def __call__(self, event: dict[str, Any]) -> PredicateResult:
+        if is_own_namespace(str(event.get("log_namespace", ""))):
+            return _MAYBE
+        level = event.get("log_level", LogLevel.info)
+        if level in (LogLevel.debug, LogLevel.info):
+            return _NO
+        return _MAYBE
+
+
 def setup_logging(level: str = "info", stream: IO[str] | None = None) -> None:
     """Route twisted.logger (and the std-lib warnings it captures) to stderr."""
     journald = bool(os.environ.get("JOURNAL_STREAM"))
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    observer = FilteringLogObserver(LineObserver(stream or sys.stderr, journald), [predicate])
+    observer = FilteringLogObserver(
+        LineObserver(stream or sys.stderr, journald), [OwnOrFaultPredicate(), predicate]
+    )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -20,7 +20,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from twisted.internet import defer
@@ -83,6 +83,10 @@ class PassthroughProtocol(LineOnlyReceiver):
         command = line.decode("latin-1").strip()
         if not command:
             return
+        request = self.service.requests.get(command.upper())
+        if request is not None:  # a read-only request of the daemon's own (STATUS)
+            self._send_lines([*request(), "OK"])
+            return
         if self.busy:
             self._send_lines(["REFUSED: one command at a time"])
             return
@@ -112,10 +116,14 @@ class PassthroughService(Factory):
     noisy = False
 
     def __init__(
-        self, engine: Callable[[], ATEngine | None], managed: Callable[[], Iterable[int]]
+        self,
+        engine: Callable[[], ATEngine | None],
+        managed: Callable[[], Iterable[int]],
+        requests: Mapping[str, Callable[[], list[str]]] | None = None,
     ) -> None:
         self.engine = engine
         self.managed = managed
+        self.requests = dict(requests or {})  # non-AT lines answered by the daemon itself
 
     def buildProtocol(self, addr: object) -> PassthroughProtocol:
         return PassthroughProtocol(self)
