@@ -331,8 +331,7 @@ class SocketBridge:
         d = defer.Deferred.fromCoroutine(qssl.open(self.connect_id, remote.host, remote.port))
 
         def opened(_: object) -> None:
-            self.stats.opens["ok"] += 1
-            log.info("{label}: SSL connection open", label=self.label)
+            self.stats.opens["ok"] += 1  # logged by the state change: opening -> open
             self._apply(self.channel.open_result(0))
 
         def failed(failure: Failure) -> None:

@@ -82,7 +82,9 @@ def test_status_during_a_transfer_and_only_own_log_lines(tmp_path: Path) -> None
             demo.wait()
 
     log = err.read_text().splitlines()
-    assert any("socket 0" in line and "SSL connection open" in line for line in log)
+    # One line per event: the open is the state change, not also "SSL connection open".
+    assert sum("opening -> open" in line for line in log) == 1
+    assert not any("SSL connection open" in line for line in log)
     foreign = [line for line in log if not OWN_LINE.match(line)]
     assert foreign == [], "\n".join(foreign)
 
