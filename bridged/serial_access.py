@@ -146,10 +146,15 @@ def open_by(device: str, proc: Path = Path("/proc"), exclude: int | None = None)
 
 
 def lock_names(device: str) -> list[str]:
-    """``LCK..<name>`` for the configured name and for the device it points to (minicom
-    locks the basename of whatever path it was given)."""
+    """``LCK..<name>`` for the device (symlinks resolved) and, when the configured path is
+    a name directly in /dev (``/dev/bc26``), for that name too: minicom locks the basename
+    of whatever path it was given. A link elsewhere (``/dev/serial/by-id/...``, a test's
+    temporary directory) is no device name, and its basename need not be unique."""
+    paths = [os.path.realpath(device)]
+    if os.path.dirname(os.path.abspath(device)) == "/dev":
+        paths.insert(0, device)
     names: list[str] = []
-    for path in (device, os.path.realpath(device)):
+    for path in paths:
         name = "LCK.." + os.path.basename(path)
         if name not in names:
             names.append(name)

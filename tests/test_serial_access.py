@@ -14,14 +14,18 @@ from twisted.logger import Logger, LogLevel, LogPublisher
 from bridged.logs import LineObserver, OwnOrFaultPredicate
 from bridged.serial_access import DeviceBusy, UucpLock, lock_names, open_by, read_lock_pid
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+SLEEPER = [sys.executable, "-c", "import time; print('ok', flush=True); time.sleep(60)"]
 
 
 def test_lock_names_cover_the_link_and_the_device(tmp_path: Path) -> None:
+    assert lock_names("/dev/ttyUSB7") == ["LCK..ttyUSB7"]
+    assert lock_names("/dev/pts/3") == ["LCK..3"]
+    # A name in /dev is what minicom -D would lock (the udev SYMLINK+= case).
+    assert lock_names("/dev/bc26-not-here") == ["LCK..bc26-not-here"]
+    # A link elsewhere: only the device it points to (its basename need not be unique).
     link = tmp_path / "bc26"
     link.symlink_to("/dev/ttyUSB7")
-    assert lock_names(str(link)) == ["LCK..bc26", "LCK..ttyUSB7"]
-    assert lock_names("/dev/ttyUSB7") == ["LCK..ttyUSB7"]
+    assert lock_names(str(link)) == ["LCK..ttyUSB7"]
 
 
 def test_lock_file_formats(tmp_path: Path) -> None:
@@ -32,8 +36,9 @@ def test_lock_file_formats(tmp_path: Path) -> None:
 
 
 def test_a_live_holder_is_named_and_a_stale_lock_replaced(tmp_path: Path) -> None:
-    sleeper = subprocess.Popen(SLEEPER)
+    sleeper = subprocess.Popen(SLEEPER, stdout=subprocess.PIPE, text=True)
     try:
+        assert sleeper.stdout is not None and sleeper.stdout.readline() == "ok\n"  # exec'd
         (tmp_path / "LCK..ttyUSB7").write_text(f"{sleeper.pid:10d}\n")
         with pytest.raises(DeviceBusy) as refused:
             UucpLock("/dev/ttyUSB7", tmp_path).acquire()
