@@ -11,6 +11,8 @@ Wire format (readable with ``socat - UNIX-CONNECT:/run/bridged/control.sock``)::
     < +CSQ: 23,99
     < OK                       final line: OK, ERROR, +CME ERROR: <n>,
                                REFUSED: <why>, TIMEOUT, UNAVAILABLE: <why>
+    > STATUS                   not an AT command: the daemon's status (bridged status)
+    < {"version": ...}         as one line of JSON, then OK
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class PassthroughProtocol(LineOnlyReceiver):
             return
         request = self.service.requests.get(command.upper())
         if request is not None:  # a read-only request of the daemon's own (STATUS)
-            self._send_lines([*request(), "OK"])
+            self._send_lines(request())
             return
         if self.busy:
             self._send_lines(["REFUSED: one command at a time"])
@@ -123,7 +125,8 @@ class PassthroughService(Factory):
     ) -> None:
         self.engine = engine
         self.managed = managed
-        self.requests = dict(requests or {})  # non-AT lines answered by the daemon itself
+        # Non-AT lines the daemon answers itself: the reply's lines, final line included.
+        self.requests = dict(requests or {})
 
     def buildProtocol(self, addr: object) -> PassthroughProtocol:
         return PassthroughProtocol(self)

@@ -265,8 +265,12 @@ def install_status(
 
 
 def status_reply(current: Callable[[], Status]) -> list[str]:
-    """The control socket's answer to ``STATUS``: one JSON line (``OK`` follows)."""
-    return [json.dumps(current().to_json(), separators=(",", ":"))]
+    """The control socket's answer to ``STATUS``: one JSON line, then ``OK``."""
+    try:
+        return [json.dumps(current().to_json(), separators=(",", ":")), "OK"]
+    except Exception:
+        log.failure("reading the status failed")
+        return ["UNAVAILABLE: reading the status failed; see the bridged log"]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -370,6 +374,8 @@ def fetch_status(socket_path: str, timeout: float) -> Status:
                     return Status.from_json(json.loads(lines[0]))
                 if text.startswith("REFUSED:"):
                     raise ValueError(f"this bridged does not serve status ({text})")
+                if text.startswith("UNAVAILABLE:"):
+                    raise ValueError(text)
                 lines.append(text)
 
 

@@ -16,6 +16,7 @@ from bridged.status import (
     format_age,
     parse_ati,
     render_status,
+    status_reply,
 )
 
 NOW = 1_000_000.0
@@ -127,3 +128,13 @@ def test_ati() -> None:
     )
     assert parse_ati([]) == ModuleInfo()
     assert parse_ati(["", "Revision:"]) == ModuleInfo()
+
+
+def test_the_control_socket_reply() -> None:
+    line, final = status_reply(status)
+    assert final == "OK" and Status.from_json(json.loads(line)) == status()
+
+    def broken() -> Status:
+        raise RuntimeError("a bug")
+
+    assert status_reply(broken) == ["UNAVAILABLE: reading the status failed; see the bridged log"]
