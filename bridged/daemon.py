@@ -233,7 +233,8 @@ class Daemon:
         self.pump.kick()
 
     def _module_lost(self, reason: str) -> None:
-        log.warn("module lost: {reason}", reason=reason)
+        if not self._stopping:  # at shutdown the port closing is ours, not a fault
+            log.warn("module lost: {reason}", reason=reason)
         for bridge in self.bridges:
             bridge.module_lost(reason)
         self._announce(f"module lost: {reason}")

@@ -203,6 +203,7 @@ s.sendall(b'hello'); print(s.recv(99))"
         )
 
     def stop() -> defer.Deferred[None]:
+        log.info("bridged demo stopping")  # (Twisted's "Received SIGINT" line is filtered)
         d = defer.Deferred.fromCoroutine(daemon.stop())
         d.addBoth(lambda _: emulator.stop())
         return d

@@ -87,6 +87,11 @@ def test_status_during_a_transfer_and_only_own_log_lines(tmp_path: Path) -> None
     assert not any("SSL connection open" in line for line in log)
     foreign = [line for line in log if not OWN_LINE.match(line)]
     assert foreign == [], "\n".join(foreign)
+    # Nothing went wrong, so nothing is a warning (the port closing at shutdown is ours).
+    faults = [line for line in log if line.split()[1] in ("warn", "error", "critical")]
+    assert faults == [], "\n".join(faults)
+    assert any("bridged demo stopping" in line for line in log)
+    assert "bridged stopped" in log[-1]
 
 
 def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
