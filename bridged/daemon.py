@@ -262,7 +262,10 @@ def certificate_digest(config: SocketConfig) -> str:
 def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
     """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
     from bridged.link_health import start_link_health
+    from bridged.logs import trace_urcs
     from bridged.metrics import install_metrics
+
+    daemon.modem.engine_listeners.append(lambda engine, _qssl: trace_urcs(engine))
 
     health = start_link_health(daemon, reactor)  # None when modem.health_interval is 0
     if health is not None:

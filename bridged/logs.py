@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
@@ -30,6 +31,11 @@ from twisted.logger import (
     globalLogBeginner,
 )
 from zope.interface import implementer
+
+from bridged.at_codec import BootSign, ClosedUrc, CloseResult, OpenResult, RecvUrc, SendResult
+
+if TYPE_CHECKING:
+    from bridged.at_engine import ATEngine
 
 LEVELS = {
     "debug": LogLevel.debug,
@@ -103,3 +109,34 @@ def setup_logging(level: str = "info", stream: IO[str] | None = None) -> None:
         LineObserver(stream or sys.stderr, journald), [OwnOrFaultPredicate(), predicate]
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+# --------------------------------------------------------------------------- AT trace
+
+_at_log = Logger(namespace="bridged.at")
+_RESULT_NAMES = {OpenResult: "+QSSLOPEN", SendResult: "+QSSLSEND", CloseResult: "+QSSLCLOSE"}
+
+
+def urc_summary(event: object) -> str | None:
+    """What the debug trace shows of an unsolicited line: never the payload itself."""
+    if isinstance(event, RecvUrc):
+        return f'+QSSLURC: "recv",{event.connect_id} <{len(event.data)} payload bytes>'
+    if isinstance(event, ClosedUrc):
+        return f'+QSSLURC: "closed",{event.connect_id}'
+    if isinstance(event, OpenResult | SendResult | CloseResult):
+        return f"{_RESULT_NAMES[type(event)]}: {event.connect_id},{event.err}"
+    if isinstance(event, BootSign):
+        return event.text
+    return None
+
+
+def trace_urcs(engine: ATEngine) -> None:
+    """Debug lines for the module's unsolicited lines (the engine logs commands and
+    final results itself): ``AT< +QSSLURC: "recv",0 <13 payload bytes>``."""
+
+    def observe(event: object) -> None:
+        summary = urc_summary(event)
+        if summary is not None:
+            _at_log.debug("AT< {urc}", urc=summary)
+
+    engine.event_listeners.append(observe)

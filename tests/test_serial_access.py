@@ -1,17 +1,14 @@
-"""Serial access helpers: UUCP lock files, holders from /proc, the log filter's rules."""
+"""Serial access helpers: UUCP lock files, holders from /proc."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from twisted.logger import Logger, LogLevel, LogPublisher
 
-from bridged.logs import LineObserver, OwnOrFaultPredicate
 from bridged.serial_access import DeviceBusy, UucpLock, lock_names, open_by, read_lock_pid
 
 SLEEPER = [sys.executable, "-c", "import time; print('ok', flush=True); time.sleep(60)"]
@@ -88,27 +85,3 @@ def test_open_by_names_openers_but_not_the_pty_master() -> None:
         os.close(master)
         os.close(slave)
     assert open_by("/dev/pts/none") == []
-
-
-@pytest.mark.parametrize(
-    ("namespace", "level", "shown"),
-    [
-        ("bridged.socket", LogLevel.info, True),
-        ("bridged", LogLevel.debug, True),
-        ("bridgedx", LogLevel.info, False),
-        ("log_legacy", LogLevel.info, False),
-        ("twisted.internet.endpoints.OneShotFactory", LogLevel.info, False),
-        ("twisted.internet.defer", LogLevel.critical, True),  # Unhandled error in Deferred
-        ("py.warnings", LogLevel.warn, True),
-    ],
-)
-def test_only_own_namespaces_below_warning(namespace: str, level: LogLevel, shown: bool) -> None:
-    from twisted.logger import FilteringLogObserver
-
-    stream = io.StringIO()
-    publisher = LogPublisher()
-    publisher.addObserver(
-        FilteringLogObserver(LineObserver(stream, journald=False), [OwnOrFaultPredicate()])
-    )
-    Logger(namespace=namespace, observer=publisher).emit(level, "something happened")
-    assert ("something happened" in stream.getvalue()) is shown

@@ -28,10 +28,13 @@ def bridged(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_during_a_transfer_and_only_own_log_lines(tmp_path: Path) -> None:
+    """Also: the debug log of a normal start + echo + stop is bridged's own, no warning,
+    AT traffic summarised, no payload and no certificate."""
     port, metrics_port = free_port(), free_port()
     out, err = tmp_path / "demo.out", tmp_path / "demo.err"
+    args = ["demo", "--port", str(port), "--metrics-port", str(metrics_port)]
     demo = subprocess.Popen(
-        [*BRIDGED, "demo", "--port", str(port), "--metrics-port", str(metrics_port)],
+        [*BRIDGED, *args, "--log-level", "debug"],
         stdout=out.open("w"),
         stderr=err.open("w"),
         start_new_session=True,
@@ -82,6 +85,14 @@ def test_status_during_a_transfer_and_only_own_log_lines(tmp_path: Path) -> None
             demo.wait()
 
     log = err.read_text().splitlines()
+    # Debug: the AT traffic, with payloads as byte counts and certificates never shown.
+    assert any("AT> AT+QSSLSEND=" in line for line in log)
+    assert any("AT> <26 payload bytes>" in line for line in log)  # 13 bytes as hex
+    assert any('AT< +QSSLURC: "recv",0 <13 payload bytes>' in line for line in log)
+    assert sum("bytes redacted>" in line for line in log) == 3  # CA, client cert and key
+    text = "\n".join(log)
+    assert "status please" not in text and b"status please".hex() not in text.lower()
+    assert "BEGIN" not in text and "PRIVATE" not in text
     # One line per event: the open is the state change, not also "SSL connection open".
     assert sum("opening -> open" in line for line in log) == 1
     assert not any("SSL connection open" in line for line in log)
