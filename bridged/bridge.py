@@ -336,7 +336,9 @@ class SocketBridge:
 
         def failed(failure: Failure) -> None:
             error = failure.value
-            self.stats.error(f"open failed: {error}", self.clock.seconds())
+            # A QsslError says "socket N: open failed: <why> (<code>)" itself.
+            what = str(error) if isinstance(error, QsslError) else f"open failed: {error}"
+            self.stats.error(what, self.clock.seconds())
             if isinstance(error, QsslError):
                 self.stats.opens[error.name] += 1
                 log.warn("{label}: {error}", label=self.label, error=error)

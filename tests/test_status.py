@@ -36,7 +36,7 @@ def socket_status(**changes: object) -> SocketStatus:
         "queued_bytes": 0,
         "opens": 3,
         "open_failures": 2,
-        "last_error": "open failed: socket 0: open failed: timeout (-7)",
+        "last_error": "socket 0: open failed: timeout (-7)",
         "last_error_at": NOW - 3700,
     }
     fields.update(changes)
@@ -69,7 +69,7 @@ def test_one_screen() -> None:
         "  client  127.0.0.1:50122, connected for 1m01s\n"
         "  bytes   1.5 kB sent, 12 B received\n"
         "  opens   3 ok, 2 failed\n"
-        "  error   open failed: socket 0: open failed: timeout (-7) 1h01m ago\n"
+        "  error   socket 0: open failed: timeout (-7) 1h01m ago\n"
     )
 
 

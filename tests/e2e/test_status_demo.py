@@ -109,3 +109,32 @@ def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
     missing = bridged("status", "-s", str(tmp_path / "none.sock"))
     assert missing.returncode == 2
     assert f"cannot get the status from {tmp_path}/none.sock" in missing.stderr
+
+
+def test_status_shows_failed_opens_and_the_last_error(tmp_path: Path) -> None:
+    """A socket whose server is down: its opens fail, and status says so, with the error."""
+    from tests.e2e.test_daemon_process import Process
+    from tests.e2e.test_exclusive_serial import daemon_config
+
+    device = tmp_path / "ttyBC26"
+    emulator = Process(
+        [*BRIDGED, "emulate", "--device", str(device), "--baud", "921600", "--profile", "fast"],
+        tmp_path / "emulator.log",
+    )
+    daemon = None
+    try:
+        wait_for(device.exists, 10, "emulator pty")
+        config = daemon_config(tmp_path, "down", device)  # remote: a port nobody listens on
+        daemon = Process([*BRIDGED, "run", "-c", str(config)], tmp_path / "daemon.log")
+        wait_for(lambda: ": listening" in daemon.text(), 30, "daemon ready")
+        port = int(re.findall(r"127\.0\.0\.1:(\d+) ->", daemon.text())[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            client.sendall(b"anyone?")
+            wait_for(lambda: "open failed" in daemon.text(), 20, "a failed open")
+            shown = bridged("status", "-c", str(config)).stdout
+        assert re.search(r"  opens   0 ok, [1-9]\d* failed\n", shown), shown
+        assert re.search(r"  error   socket 0: open failed: .+ \d+s ago\n", shown), shown
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        emulator.stop()
