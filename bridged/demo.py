@@ -198,6 +198,7 @@ s.sendall(b'hello'); print(s.recv(99))"
   socat - TCP:127.0.0.1:{args.port}                  (type lines; Ctrl+D ends)
   curl -s http://127.0.0.1:{args.metrics_port}/metrics | grep bridged_socket
   bridged at -s {directory}/control.sock AT+CSQ     (AT passthrough)
+  bridged status -s {directory}/control.sock       (what bridged is doing)
 """,
             flush=True,
         )

@@ -207,7 +207,8 @@ class UucpLock:
                     except OSError as e:
                         log.debug("stale {path} kept: {error}", path=path, error=e.strerror)
                         break
-                    log.info("removed stale lock file {path} (pid {pid})", path=path, pid=pid)
+                    if pid != me:
+                        log.info("removed stale lock file {path} (pid {pid})", path=path, pid=pid)
                     continue
                 except OSError as e:
                     log.debug("no lock file {path}: {error}", path=path, error=e.strerror)
