@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 log = Logger(namespace="bridged.serial")
 
 LOCK_DIR = Path("/run/lock")
+MAX_COMMAND_LINE = 200  # characters of a holder's command line shown
 _BUSY_ERRNOS = {errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK}  # TIOCEXCL, flock
 
 
@@ -78,7 +79,10 @@ def command_line(pid: int, proc: Path = Path("/proc")) -> str | None:
         raw = (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
         return None
-    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    # One log line: arguments may hold newlines (python -c '...'); long ones are cut.
+    text = " ".join(raw.decode("utf-8", "replace").replace("\0", " ").split())
+    if len(text) > MAX_COMMAND_LINE:
+        text = text[: MAX_COMMAND_LINE - 3] + "..."
     return text or None
 
 

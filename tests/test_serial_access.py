@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bridged.serial_access import DeviceBusy, UucpLock, lock_names, open_by, read_lock_pid
+from bridged.serial_access import (
+    DeviceBusy,
+    UucpLock,
+    command_line,
+    lock_names,
+    open_by,
+    read_lock_pid,
+)
 
 SLEEPER = [sys.executable, "-c", "import time; print('ok', flush=True); time.sleep(60)"]
 
@@ -85,3 +92,12 @@ def test_open_by_names_openers_but_not_the_pty_master() -> None:
         os.close(master)
         os.close(slave)
     assert open_by("/dev/pts/none") == []
+
+
+def test_a_command_line_fits_on_one_log_line(tmp_path: Path) -> None:
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "cmdline").write_bytes(b"python3\0-c\0import os\nos.open(1)\n\0")
+    assert command_line(7, tmp_path) == "python3 -c import os os.open(1)"
+    (tmp_path / "7" / "cmdline").write_bytes(b"x" * 500)
+    assert command_line(7, tmp_path) == "x" * 197 + "..."
+    assert command_line(8, tmp_path) is None

@@ -55,7 +55,7 @@ modem: {{prompt_delay: 0.015, guard_time: 0.002}}
 ssl: {{seclevel: 0}}
 sockets:
   - {{connect_id: 0, listen: "127.0.0.1:{free_port()}", remote: "127.0.0.1:{free_port()}"}}
-metrics: null
+metrics: {{enabled: false}}
 control: {{socket: {directory}/{name}.sock}}
 """
     )
@@ -101,7 +101,9 @@ def test_second_openers_are_refused_and_named(tmp_path: Path) -> None:
         )
         named = f"in use by pid {holder.pid} ({sys.executable} -c"
         wait_for(lambda: named in first.text(), 20, "the holder named")
-        assert f"cannot open serial device {device}: {named}" in first.text()
+        assert f"cannot open serial device {device}: {named} import os, sys, time fd = " in (
+            first.text()
+        )  # the holder's command line, on the one log line
 
         # Once it is gone, bridged takes the device by itself.
         holder.kill()
