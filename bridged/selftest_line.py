@@ -14,12 +14,10 @@ self-test transcript can be replayed like any field trace.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from bridged.at_codec import (
@@ -55,44 +53,12 @@ class BinaryPort(Protocol):
 
 
 def port_holders(device: str) -> list[tuple[int, str]]:
-    """(pid, command line) of other processes that have ``device`` open.
+    """(pid, command line) of other processes that have ``device`` open (the pty's own
+    master side, an emulator, excepted): :func:`bridged.serial_access.open_by`."""
+    from bridged.serial_access import open_by
 
-    A process that also holds the master side of that pty (an emulator) owns the line
-    rather than using it, and is not counted."""
-    target = os.path.realpath(device)
-    pts = re.fullmatch(r"/dev/pts/(\d+)", target)
-    holders = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        fd_dir = Path("/proc", entry, "fd")
-        try:
-            fds = {fd: os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
-        except OSError:
-            continue
-        if target not in fds.values():
-            continue
-        if pts and _holds_pty_master(entry, fds, pts.group(1)):
-            continue
-        try:
-            raw = Path("/proc", entry, "cmdline").read_bytes()
-            command = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            command = "?"
-        holders.append((int(entry), command or "?"))
-    return holders
-
-
-def _holds_pty_master(pid: str, fds: dict[str, str], index: str) -> bool:
-    for fd, link in fds.items():
-        if link in ("/dev/ptmx", "/dev/pts/ptmx"):
-            try:
-                info = Path("/proc", pid, "fdinfo", fd).read_text()
-            except OSError:
-                continue
-            if re.search(rf"^tty-index:\s*{index}$", info, re.MULTILINE):
-                return True
-    return False
+    holders = open_by(os.path.realpath(device), exclude=os.getpid())
+    return [(h.pid, h.command or "?") for h in holders]
 
 
 @dataclass

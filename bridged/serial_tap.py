@@ -94,22 +94,36 @@ class _TracedTransport:
 
 
 class TracingProtocol(Protocol):
-    """Wraps the serial protocol: every byte each way goes to the trace, then on."""
+    """Wraps the serial protocol: every byte each way goes to the trace, then on.
+
+    The trace file is opened when the port is (a port that fails to open leaves no file
+    handle behind) and closed with it; a file that cannot be opened means no trace for
+    this port opening, logged, never a port that does not work."""
 
     def __init__(
         self,
         wrapped: IProtocol,
-        recorder: TraceRecorder,
-        out: TraceFile,
+        options: SerialTraceOptions,
+        device: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.wrapped = wrapped
-        self._recorder = recorder
-        self._out = out
+        self._options = options
+        self._device = device
+        self._recorder = TraceRecorder(keep_payload=options.keep_payload)
+        self._out: TraceFile | None = None
         self._clock = clock
 
     def makeConnection(self, transport: ITransport) -> None:
         self.transport = transport
+        try:
+            self._out = TraceFile(
+                self._options.path, self._options.max_bytes, f"device {self._device}"
+            )
+        except OSError as exc:
+            log.error(
+                "cannot open serial trace {path}: {error}", path=self._options.path, error=exc
+            )
         self._record(self._recorder.note("port opened", self._clock()))
         self.wrapped.makeConnection(_TracedTransport(transport, self._host_wrote))  # type: ignore[arg-type]
 
@@ -119,13 +133,17 @@ class TracingProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._record(self._recorder.note("port closed", self._clock()))
-        self._out.close()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
         self.wrapped.connectionLost(reason)  # type: ignore[arg-type]
 
     def _host_wrote(self, data: bytes) -> None:
         self._record(self._recorder.host_wrote(data, self._clock()))
 
     def _record(self, lines: list[str]) -> None:
+        if self._out is None:
+            return
         try:
             self._out.write(lines)
         except (OSError, ValueError) as exc:  # a full disk must not stop the bridge
@@ -133,13 +151,8 @@ class TracingProtocol(Protocol):
 
 
 def tap(protocol: IProtocol, options: SerialTraceOptions | None, device: str = "") -> IProtocol:
-    """``protocol`` itself without a trace, else wrapped so the trace sees every byte.
-    The file is opened per port opening and appended to."""
+    """``protocol`` itself without a trace, else wrapped so the trace sees every byte
+    (appended to the file at each port opening)."""
     if options is None:
         return protocol
-    try:
-        out = TraceFile(options.path, options.max_bytes, f"device {device}")
-    except OSError as exc:
-        log.error("cannot open serial trace {path}: {error}", path=options.path, error=exc)
-        return protocol
-    return TracingProtocol(protocol, TraceRecorder(keep_payload=options.keep_payload), out)
+    return TracingProtocol(protocol, options, device)
