@@ -776,11 +776,19 @@ def run_on_device(
     ``module-profile.yaml`` under ``out``; the run and the profile text."""
     import serial
 
+    from bridged.serial_access import DeviceBusy, UucpLock
     from bridged.serial_tap import TraceFile
 
+    # The daemon's UUCP lock (and minicom's) keeps them off the port while we test.
+    lock = UucpLock(device)
+    try:
+        lock.acquire()
+    except DeviceBusy as exc:
+        raise PortBusy(f"{device} is {exc}") from None
     try:
         port = serial.Serial(device, baud, timeout=0.02, exclusive=True)
     except (serial.SerialException, OSError) as exc:
+        lock.release()
         raise PortBusy(f"cannot open {device}: {exc}") from None
     transcript = TraceFile(out / "transcript.trace", 10**9, f"bridged selftest on {device}")
     try:
@@ -788,6 +796,7 @@ def run_on_device(
     finally:
         port.close()
         transcript.close()
+        lock.release()
     comments = [
         f"written by bridged selftest on {time.strftime('%Y-%m-%d %H:%M:%S')} from {device}",
         *(f"{f.key}: {f.observed}" for f in t.findings if f.key == "firmware"),

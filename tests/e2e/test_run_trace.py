@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 from bridged.replay import replay_files
@@ -36,6 +37,17 @@ def test_run_with_trace_records_the_line_across_a_reload(setup: dict[str, object
         client = socket.create_connection(("127.0.0.1", ports[0]), timeout=20)
         client.sendall(b"traced before")
         assert read_exactly(client, 13) == b"traced before"
+        # The self-test will not touch the port the daemon has, and names it.
+        refused = subprocess.run(
+            [*BRIDGED, "selftest", "--device", str(s["device"]), "--out", str(directory / "st")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 3, refused.stderr
+        assert f"pid {daemon.proc.pid}" in refused.stderr and " run -c " in refused.stderr
+        client.sendall(b"still working")
+        assert read_exactly(client, 13) == b"still working"
         # A reload re-reads the file, which names no trace: --trace still applies.
         config.write_text(config_text(s, socket1_mode="persistent"))
         os.kill(daemon.proc.pid, signal.SIGHUP)
