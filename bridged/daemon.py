@@ -8,12 +8,14 @@ a module restart the settings are written again before sockets reopen.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -27,6 +29,10 @@ from bridged.config import Config, ConfigError, SocketConfig, load_config
 from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.sdnotify import install_systemd_notify
+from bridged.serial_tap import SerialTraceOptions
+
+if TYPE_CHECKING:
+    from bridged.link_health import LinkHealth
 
 log = Logger(namespace="bridged.daemon")
 
@@ -67,6 +73,11 @@ def modem_options(config: Config) -> ModemOptions:
         reopen_initial=config.serial.reopen_backoff.initial,
         reopen_max=config.serial.reopen_backoff.max,
         init_attempts=max(config.modem.init_retries, 1) * 3,
+        trace=None
+        if config.serial.trace is None
+        else SerialTraceOptions(
+            config.serial.trace, config.serial.trace_payload, config.serial.trace_max_bytes
+        ),
     )
 
 
@@ -230,7 +241,8 @@ class Daemon:
         self.pump.kick()
 
     def _module_lost(self, reason: str) -> None:
-        log.warn("module lost: {reason}", reason=reason)
+        if not self._stopping:  # at shutdown the port closing is ours, not a fault
+            log.warn("module lost: {reason}", reason=reason)
         for bridge in self.bridges:
             bridge.module_lost(reason)
         self._announce(f"module lost: {reason}")
@@ -258,7 +270,10 @@ def certificate_digest(config: SocketConfig) -> str:
 def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
     """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
     from bridged.link_health import start_link_health
+    from bridged.logs import trace_urcs
     from bridged.metrics import install_metrics
+
+    daemon.modem.engine_listeners.append(lambda engine, _qssl: trace_urcs(engine))
 
     health = start_link_health(daemon, reactor)  # None when modem.health_interval is 0
     if health is not None:
@@ -272,15 +287,20 @@ def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
             reactor.callWhenRunning(reactor.stop)
             return
         daemon.stop_hooks.append(port.stopListening)
-    install_passthrough(daemon, reactor, config)
+    install_passthrough(daemon, reactor, config, link_health=health)
 
 
-def install_passthrough(daemon: Daemon, reactor: Any, config: Config) -> None:
+def install_passthrough(
+    daemon: Daemon, reactor: Any, config: Config, link_health: LinkHealth | None = None
+) -> None:
     from bridged.passthrough import PassthroughService, listen_passthrough
+    from bridged.status import STATUS_REQUEST, install_status, status_reply
 
+    current_status = install_status(daemon, reactor, link_health)
     service = PassthroughService(
         engine=lambda: daemon.modem.engine,
         managed=lambda: [b.connect_id for b in daemon.bridges],
+        requests={STATUS_REQUEST: lambda: status_reply(current_status)},
     )
     control = config.control
     try:
@@ -292,16 +312,24 @@ def install_passthrough(daemon: Daemon, reactor: Any, config: Config) -> None:
     daemon.stop_hooks.append(port.stopListening)
 
 
-def run_main(config_path: str, log_level: str | None = None) -> int:
-    """``bridged run``: foreground until SIGTERM or SIGINT; SIGHUP reloads the config."""
+def run_main(config_path: str, log_level: str | None = None, trace: str | None = None) -> int:
+    """``bridged run``: foreground until SIGTERM or SIGINT; SIGHUP reloads the config.
+    ``trace``: record the serial line there (overrides ``serial.trace``)."""
     from twisted.internet import reactor as global_reactor
 
     from bridged.logs import setup_logging
 
     reactor: Any = global_reactor  # its methods live on several interfaces
 
+    def load(path: str) -> Config:
+        loaded = load_config(path)
+        if trace is None:
+            return loaded
+        serial = dataclasses.replace(loaded.serial, trace=Path(trace).absolute())
+        return dataclasses.replace(loaded, serial=serial)
+
     try:
-        config = load_config(config_path)
+        config = load(config_path)
     except ConfigError as e:
         print(f"bridged: {e}", file=sys.stderr)
         return 2
@@ -318,7 +346,7 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
     def reload() -> None:
         log.info("SIGHUP: reloading {path}", path=config_path)
         try:
-            new = load_config(config_path)
+            new = load(config_path)
         except ConfigError as e:
             log.error("new configuration refused, the running one stays:\n{error}", error=e)
             return
