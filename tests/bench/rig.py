@@ -183,7 +183,12 @@ class ProcessRig:
         deadline = start + timeout
         while not all(is_listening(port) for port in self.listen_ports.values()):
             if self.bridge.poll() is not None:
-                raise RuntimeError(f"bridged exited early; see {self.directory}/bridged.log")
+                log = (self.directory / "bridged.log").read_text(errors="replace")
+                tail = " | ".join(log.strip().splitlines()[-3:])
+                raise RuntimeError(
+                    f"bridged exited early ({self.bridge.returncode}): {tail}; "
+                    f"see {self.directory}/bridged.log"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"bridged not ready after {timeout} s")
             time.sleep(0.005)

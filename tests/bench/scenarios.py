@@ -133,8 +133,9 @@ class Variant:
 
     @property
     def suffix(self) -> str:
-        quota = f"-q{self.cpu_quota:g}" if self.cpu_quota is not None else ""
-        return f"-{self.bridge}{quota}" if self.scenario else ""
+        # Short: the control socket's path lives under it (at most 107 characters).
+        quota = "q" if self.cpu_quota is not None else ""
+        return f"-{self.bridge[0]}{quota}" if self.scenario else ""
 
     def note_start(self, row: Row, rig: ProcessRig) -> None:
         if self.scenario:
