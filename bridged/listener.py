@@ -10,19 +10,32 @@ Flow control both ways:
   client stops reading; bytes written while it is stalled are counted, and a client that
   stays stalled past the receive bound is disconnected, because the module cannot be
   paused and memory must stay bounded.
+
+Half-close: a client that shuts down its write side (``shutdown(SHUT_WR)``, ``nc -N``)
+is reported by ``client_eof`` and keeps receiving. A client we close that does not read
+what is still pending is aborted after ``CLOSE_ABORT_AFTER`` seconds, so closed clients
+cannot linger.
 """
 
 from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 log = Logger(namespace="bridged.listener")
+
+CLOSE_ABORT_AFTER = 30.0  # seconds a closed client may take to read what is pending
 
 
 class ClientSink(TypingProtocol):
@@ -33,16 +46,28 @@ class ClientSink(TypingProtocol):
 
     def client_data(self, client: ClientConnection, data: bytes) -> None: ...
 
+    def client_eof(self, client: ClientConnection) -> None:
+        """The client shut down its write side; it still reads."""
+
     def client_closed(self, client: ClientConnection, reason: str) -> None: ...
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class ClientConnection(Protocol):
     """One local application's TCP connection."""
 
-    def __init__(self, sink: ClientSink, stall_limit: int) -> None:
+    def __init__(
+        self,
+        sink: ClientSink,
+        stall_limit: int,
+        clock: IReactorTime | None = None,
+        close_abort_after: float = CLOSE_ABORT_AFTER,
+    ) -> None:
         self.sink = sink
         self.stall_limit = stall_limit
+        self.clock = clock
+        self.close_abort_after = close_abort_after
+        self._abort_call: IDelayedCall | None = None
         self.accepted = False
         self.closing = False
         self.reading_paused = False
@@ -76,7 +101,18 @@ class ClientConnection(Protocol):
         self.bytes_in += len(data)
         self.sink.client_data(self, data)
 
+    def readConnectionLost(self) -> None:
+        """The client half-closed: it sends no more, but still reads."""
+        if self.accepted and not self.closing:
+            self.sink.client_eof(self)
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is shut: happens only as part of closing."""
+
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         if self.accepted:
             self.accepted = False
             why = reason.getErrorMessage() if reason is not None else "closed"
@@ -108,6 +144,19 @@ class ClientConnection(Protocol):
         if self.reading_paused:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
         self.transport.loseConnection()
+        if self.clock is not None and self.close_abort_after > 0:
+            # A client that never reads would keep the connection (and its unsent bytes)
+            # for ever: give it a bounded time.
+            self._abort_call = self.clock.callLater(self.close_abort_after, self._close_too_slow)
+
+    def _close_too_slow(self) -> None:
+        self._abort_call = None
+        log.warn(
+            "client {peer} did not read its last bytes within {t:g} s: aborting it",
+            peer=self.peer,
+            t=self.close_abort_after,
+        )
+        self.abort()
 
     def abort(self) -> None:
         if self.transport is None:
@@ -143,9 +192,17 @@ class ClientFactory(Factory):
 
     noisy = False  # our own log lines say when a client comes and goes
 
-    def __init__(self, sink: ClientSink, stall_limit: int) -> None:
+    def __init__(
+        self,
+        sink: ClientSink,
+        stall_limit: int,
+        clock: IReactorTime | None = None,
+        close_abort_after: float = CLOSE_ABORT_AFTER,
+    ) -> None:
         self.sink = sink
         self.stall_limit = stall_limit
+        self.clock = clock
+        self.close_abort_after = close_abort_after
 
     def buildProtocol(self, addr: IAddress | None) -> ClientConnection:
-        return ClientConnection(self.sink, self.stall_limit)
+        return ClientConnection(self.sink, self.stall_limit, self.clock, self.close_abort_after)
