@@ -250,9 +250,16 @@ class SocketBridge:
                 label=self.label,
                 peer=client.peer,
             )
-        else:
-            self._set_client(client)
-        self._apply(actions)
+            self._apply(actions)
+            return True
+        # A half-closed client yielding its place is closed first (CloseClient); the
+        # actions after it are the new client's.
+        yielded = max(
+            (i + 1 for i, a in enumerate(actions) if isinstance(a, CloseClient)), default=0
+        )
+        self._apply(actions[:yielded])
+        self._set_client(client)
+        self._apply(actions[yielded:])
         return True
 
     def client_data(self, client: ClientConnection, data: bytes) -> None:

@@ -195,9 +195,7 @@ def test_problem4_a_text_length_error_breaks_every_stream() -> None:
     decoder = ATDecoder()
     decoder.set_recv_format(1, DataFormat.TEXT)
     # Length made longer than the data: the payload runs into the next URC.
-    events = decoder.feed(
-        b'\r\n+QSSLURC: "recv",1,1,9,"abc"\r\n+QSSLURC: "recv",1,4,2,"4142"\r\n'
-    )
+    events = decoder.feed(b'\r\n+QSSLURC: "recv",1,1,9,"abc"\r\n+QSSLURC: "recv",1,4,2,"4142"\r\n')
     errors = [e for e in events if isinstance(e, ProtocolError)]
     assert errors and errors[0].sockets == ALL_SOCKETS
 

@@ -196,8 +196,10 @@ async def test_problem2_reload_during_initialisation_configures_the_new_socket(
     try:
         # Once the initialisation is writing socket 0's settings (its loop has started):
         await wait_until(
-            lambda: daemon.modem.state is ModemState.INITIALISING
-            and rig.emulator.stats.commands["AT+QSSLCFG"] > 0,
+            lambda: (
+                daemon.modem.state is ModemState.INITIALISING
+                and rig.emulator.stats.commands["AT+QSSLCFG"] > 0
+            ),
             timeout=10,
             what="initialising, writing socket settings",
         )

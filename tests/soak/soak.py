@@ -252,21 +252,36 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
     globalLogPublisher.addObserver(log_observer)
     pki = make_pki(workdir / "pki")
     server = start_socat_echo_server(pki, log_path=workdir / "socat.log")
+    # A second echo server: reloads move a socket's remote between the two.
+    other_server = start_socat_echo_server(pki, log_path=workdir / "socat2.log")
     rig = _SoakRig(workdir, pki, options.seed, options.baud)
     clients: list[SocketClient] = []
     started = time.monotonic()
     try:
-        specs = [
-            SocketSpec(
-                plan.connect_id,
-                server.port,
-                mode=plan.mode,
-                dataformat=plan.dataformat,
-                extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}",
+        remotes = {plan.connect_id: server.port for plan in SOCKETS}
+
+        def specs() -> list[SocketSpec]:
+            return [
+                SocketSpec(
+                    plan.connect_id,
+                    remotes[plan.connect_id],
+                    mode=plan.mode,
+                    dataformat=plan.dataformat,
+                    extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}",
+                )
+                for plan in SOCKETS
+            ]
+
+        daemon = await rig.start(specs())
+
+        def reload(connect_id: int) -> defer.Deferred[None]:
+            # SIGHUP with one socket's remote changed (the handler calls daemon.reload).
+            remotes[connect_id] = (
+                other_server.port if remotes[connect_id] == server.port else server.port
             )
-            for plan in SOCKETS
-        ]
-        daemon = await rig.start(specs)
+            rig.config_path.write_text(rig.config_text(specs()))
+            return defer.Deferred.fromCoroutine(daemon.reload(load_config(rig.config_path)))
+
         rss_start = _rss_mb()
         recoveries: list[FaultRecovery] = []
 
@@ -306,6 +321,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
             reactor.seconds,
             hex_sockets=[p.connect_id for p in SOCKETS if p.dataformat == "hex"],
             connect_ids=[p.connect_id for p in SOCKETS],
+            reload=reload,
         )
         deadline = reactor.seconds() + options.minutes * 60
         next_report = reactor.seconds() + 30
@@ -367,6 +383,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
         await rig.stop()
         report.emulator_line = f"emulator: {rig.emulator.stats}"
         server.stop()
+        other_server.stop()
         gc.collect()  # Deferreds garbage-collected with an error log it now
         globalLogPublisher.removeObserver(collector)
         globalLogPublisher.removeObserver(log_observer)
