@@ -208,9 +208,15 @@ class SocketBridge:
     def retire(self, reason: str) -> defer.Deferred[None]:
         """Take the socket out of service through its channel; fires once its SSL
         connection is closed (a new socket on the same connectID may open then)."""
+        done = self.when_closed()
+        self._feed(lambda: self.channel.retire(reason))
+        self._notify_if_closed()
+        return done
+
+    def when_closed(self) -> defer.Deferred[None]:
+        """Fires once this retired socket's SSL connection is closed."""
         done: defer.Deferred[None] = defer.Deferred()
         self._closed_waiters.append(done)
-        self._feed(lambda: self.channel.retire(reason))
         self._notify_if_closed()
         return done
 

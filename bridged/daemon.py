@@ -179,9 +179,13 @@ class Daemon:
             key=lambda b: b.connect_id,
         )
         self.pump.set_bridges(self.bridges)
-        retired = [self._retire(bridge) for bridge in removed]
-        if retired:
-            await defer.gatherResults(retired, consumeErrors=True)
+        for bridge in removed:
+            self._retire(bridge)
+        # New sockets listen and open only once every retired one (of this reload or an
+        # earlier one still closing) has let go of its listen port and SSL connection.
+        closing = [b.when_closed() for b in self._retiring]
+        if closing:
+            await defer.gatherResults(closing, consumeErrors=True)
         if self.listening:
             for bridge in fresh:
                 bridge.listen()
