@@ -157,14 +157,24 @@ async def test_problem1_reload_never_sends_the_old_clients_bytes_to_the_new_remo
 
             writer = threading.Thread(target=stream, daemon=True)
             writer.start()
-            await wait_until(lambda: rig.bridge(0).stats.tx_bytes > 2000, timeout=20)
+            old_bridge = rig.bridge(0)
+            await wait_until(lambda: old_bridge.stats.tx_bytes > 2000, timeout=20)
+            # The new socket 0 is persistent: its connection opens as soon as it may.
             rig.config_path.write_text(
-                rig.config_text([SocketSpec(0, new_server.port)]).replace(
-                    f"remote: 127.0.0.1:{echo_server.port}", f"remote: 127.0.0.1:{new_server.port}"
-                )
+                rig.config_text([SocketSpec(0, new_server.port, mode="persistent")])
             )
             await daemon.reload(load_config(rig.config_path))
+            new_bridge = rig.bridge(0)
+            await wait_until(lambda: new_bridge.state == 2, timeout=20, what="new socket open")
             stop.set()
+            # The retired socket holds nothing: what its client wrote and was not confirmed
+            # is counted lost, not queued for a connection that is not its own.
+            await wait_until(
+                lambda: old_bridge.state == 0 and old_bridge.channel.queued_bytes == 0,
+                timeout=20,
+                what="retired socket closed and empty",
+            )
+            assert old_bridge.stats.tx_lost_bytes > 0
             # The old client is disconnected; its unsent bytes are counted, not resent.
             old.settimeout(10)
             try:
@@ -175,6 +185,7 @@ async def test_problem1_reload_never_sends_the_old_clients_bytes_to_the_new_remo
             old.close()
             fresh = os.urandom(3000)
             assert await rig.roundtrip(0, fresh) == fresh  # nothing of 'O' spliced in
+            assert new_bridge.stats.send_failures == 0 and new_bridge.state == 2
         finally:
             stop.set()
             await rig.stop()

@@ -135,7 +135,8 @@ class SoakReport:
             f"bytes: {sent} written by clients, {echoed} echoed back "
             f"({echoed / max(self.duration, 1) / 1024:.1f} KiB/s)",
             f"connections: {connections} ({connections - len(self.totals)} reconnects) "
-            + _counts(outcomes),
+            + _counts(outcomes)
+            + f", {sum(t.half_closes for t in self.totals.values())} half-closed while draining",
             "  unechoed when the bridge disconnected the client: "
             f"{sum(t.unechoed_at_disconnect for t in self.totals.values())} bytes; "
             f"left behind by clients that quit early: "
@@ -143,6 +144,8 @@ class SoakReport:
             f"corrupted: {kinds['corrupted']}, duplicated: {kinds['duplicated']}, "
             f"lost in a gap: {kinds['lost']}, excess: {kinds['excess']}, "
             f"stalled (silently lost): {kinds['stall']}, failed probes: {kinds['probe']}",
+            f"invariants: corrupted or spliced {kinds['corrupted'] + kinds['excess']}, "
+            f"holes {kinds['lost']}, silently lost {kinds['stall']}",
             f"logged failures / unhandled errors: {len(self.logged_failures)}",
             "longest wait for an echo on an open connection: "
             f"{max((t.longest_wait for t in self.totals.values()), default=0):.1f} s "
