@@ -70,22 +70,14 @@ class SocketStats:
     rx_corrupted_urcs: int = 0  # recv URCs for this socket that arrived garbled
     # Connections we ended because the stream could not go on whole, by StreamBroken label.
     streams_broken: Counter[str] = field(default_factory=Counter)
+    # For `bridged status` (wall-clock seconds from the reactor):
+    state_since: float | None = None  # when the SSL connection entered its current state
+    client_since: float | None = None  # when the attached client connected
+    last_error: str | None = None  # the last open or send failure
+    last_error_at: float | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class SocketSnapshot:
-    """A read-only view of one socket for status displays."""
-
-    connect_id: int
-    listen: str
-    remote: str
-    mode: str
-    state: str
-    since: float  # clock time of the last state change
-    client: str | None  # peer of the attached client
-    client_since: float | None
-    last_error: str | None
-    last_error_at: float | None
+    def error(self, text: str, when: float) -> None:
+        self.last_error, self.last_error_at = text, when
 
 
 class SocketBridge:
@@ -126,10 +118,9 @@ class SocketBridge:
                 handover_wait=config.handover_wait,
             ),
         )
-        self.stats = SocketStats()
+        self.stats = SocketStats(state_since=clock.seconds())
         self.qssl: QsslClient | None = None
         self.client: ClientConnection | None = None
-        self.client_since: float | None = None
         self.held: ClientConnection | None = None  # a client waiting for the attached one
         self.port: IListeningPort | None = None
         self._timers: dict[str, IDelayedCall] = {}
@@ -137,27 +128,10 @@ class SocketBridge:
         self._inbox: deque[Callable[[], list[Action]]] = deque()
         self._applying = False
         self._closed_waiters: list[defer.Deferred[None]] = []
-        self.state_since = clock.seconds()
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
 
     @property
     def label(self) -> str:
         return f"socket {self.connect_id} ({self.config.listen} -> {self.config.remote})"
-
-    def snapshot(self) -> SocketSnapshot:
-        return SocketSnapshot(
-            connect_id=self.connect_id,
-            listen=str(self.config.listen),
-            remote=str(self.config.remote),
-            mode=self.config.mode,
-            state=self.channel.state.name.lower(),
-            since=self.state_since,
-            client=self.client.peer if self.client is not None else None,
-            client_since=self.client_since if self.client is not None else None,
-            last_error=self.last_error,
-            last_error_at=self.last_error_at,
-        )
 
     # ------------------------------------------------------------------ listening
 
@@ -303,7 +277,7 @@ class SocketBridge:
 
     def _set_client(self, client: ClientConnection) -> None:
         self.client = client
-        self.client_since = self.clock.seconds()
+        self.stats.client_since = self.clock.seconds()
         self.stats.client_connections["accepted"] += 1
         log.info("{label}: client {peer} connected", label=self.label, peer=client.peer)
 
@@ -328,6 +302,7 @@ class SocketBridge:
 
     def send_failed(self, reason: str, epoch: int) -> None:
         self.stats.send_failures += 1
+        self.stats.error(f"send failed: {reason}", self.clock.seconds())
         log.warn("{label}: send failed: {reason}", label=self.label, reason=reason)
         self._feed(lambda: self.channel.send_failed(reason, epoch))
 
@@ -352,8 +327,7 @@ class SocketBridge:
             self._do(action)
 
     def _error(self, text: str) -> None:
-        self.last_error = text
-        self.last_error_at = self.clock.seconds()
+        self.stats.error(text, self.clock.seconds())
 
     def _do(self, action: Action) -> None:
         if isinstance(action, DeliverToClient):
@@ -414,7 +388,6 @@ class SocketBridge:
             )
         elif isinstance(action, CountTxLost):
             self.stats.tx_lost_bytes += action.n
-            self._error(f"{action.n} client bytes not sent: {action.reason}")
             log.warn(
                 "{label}: {n} client bytes not sent: {reason}",
                 label=self.label,
@@ -431,7 +404,7 @@ class SocketBridge:
                 detail=action.detail,
             )
         elif isinstance(action, StateChanged):
-            self.state_since = self.clock.seconds()
+            self.stats.state_since = self.clock.seconds()
             log.info(
                 "{label}: {old} -> {new} ({reason})",
                 label=self.label,
@@ -479,13 +452,14 @@ class SocketBridge:
         d = defer.Deferred.fromCoroutine(qssl.open(self.connect_id, remote.host, remote.port))
 
         def opened(_: object) -> None:
-            self.stats.opens["ok"] += 1
-            log.info("{label}: SSL connection open", label=self.label)
+            self.stats.opens["ok"] += 1  # logged by the state change: opening -> open
             self._feed(lambda: self.channel.open_result(0, epoch))
 
         def failed(failure: Failure) -> None:
             error = failure.value
-            self._error(str(error))
+            # A QsslError says "socket N: open failed: <why> (<code>)" itself.
+            what = str(error) if isinstance(error, QsslError) else f"open failed: {error}"
+            self.stats.error(what, self.clock.seconds())
             if isinstance(error, QsslError):
                 self.stats.opens[error.name] += 1
                 log.warn("{label}: {error}", label=self.label, error=error)

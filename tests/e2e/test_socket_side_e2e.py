@@ -128,9 +128,8 @@ async def test_idle_timeout_closes_a_quiet_connection_end_to_end(
         bridge = rig.bridge(0)
         assert bridge.stats.streams_broken["idle_timeout"] == 1
         await wait_until(lambda: bridge.state == 0, timeout=5, what="socket closed")
-        snapshot = bridge.snapshot()  # what a status display shows
-        assert snapshot.state == "closed" and snapshot.client is None
-        assert snapshot.last_error is not None and snapshot.last_error.startswith("idle_timeout")
+        last_error = bridge.stats.last_error  # what `bridged status` shows
+        assert last_error is not None and last_error.startswith("idle_timeout")
     finally:
         await rig.stop()
 
