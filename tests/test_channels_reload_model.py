@@ -61,7 +61,8 @@ class ChannelsWithReload(RuleBasedStateMachine):
         # The module: which (channel, epoch) holds each connectID's connection.
         self.module: dict[int, tuple[Channel, int] | None] = dict.fromkeys(IDS)
         self.pending: list[Op] = []
-        self.timers: set[tuple[int, str]] = set()
+        # Running timers by (connectID, generation, name): stable across runs, unlike id().
+        self.timers: set[tuple[int, int, str]] = set()
         self.written: dict[int, int] = {}
         self.confirmed: dict[int, int] = {}
         self.lost: dict[int, int] = {}
@@ -99,7 +100,7 @@ class ChannelsWithReload(RuleBasedStateMachine):
                 case CountTxLost(n, _):
                     self.lost[id(channel)] = self.lost.get(id(channel), 0) + n
                 case StartTimer(name, _):
-                    self.timers.add((id(channel), name))
+                    self.timers.add((cid, self.gen_of[id(channel)], name))
         self.maybe_ready(cid)
 
     def maybe_ready(self, cid: int) -> None:
@@ -194,8 +195,13 @@ class ChannelsWithReload(RuleBasedStateMachine):
     def a_timer_fires(self, data: st.DataObject) -> None:
         key = data.draw(st.sampled_from(sorted(self.timers)))
         self.timers.discard(key)
-        channel = next(ch for ch in [*self.channels.values(), *self.retired] if id(ch) == key[0])
-        self.apply(channel, channel.timer_fired(key[1]))
+        cid, generation, name = key
+        channel = next(
+            ch
+            for ch in [*self.channels.values(), *self.retired]
+            if ch.connect_id == cid and self.gen_of[id(ch)] == generation
+        )
+        self.apply(channel, channel.timer_fired(name))
 
     # --- invariants ---
 
