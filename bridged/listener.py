@@ -19,6 +19,7 @@ cannot linger.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import (
@@ -102,9 +103,19 @@ class ClientConnection(Protocol):
         self.sink.client_data(self, data)
 
     def readConnectionLost(self) -> None:
-        """The client half-closed: it sends no more, but still reads."""
-        if self.accepted and not self.closing:
-            self.sink.client_eof(self)
+        """The client sent FIN: a half-close (it still reads) or a full close."""
+        if not self.accepted or self.closing or self.transport is None:
+            return
+        if peer_socket_released(self.transport):
+            # Its process closed the socket: it reads nothing more. It is gone now, so
+            # its SSL connection closes at once instead of waiting out the half-close
+            # bound.
+            self.accepted = False
+            self.closing = True
+            self.sink.client_closed(self, "closed by the client")
+            self.transport.loseConnection()
+            return
+        self.sink.client_eof(self)
 
     def writeConnectionLost(self) -> None:
         """Our write side is shut: happens only as part of closing."""
@@ -185,6 +196,45 @@ class ClientConnection(Protocol):
 
     def stopProducing(self) -> None:
         self._client_stalled = False
+
+
+def peer_socket_released(transport: object) -> bool:
+    """True if a loopback client's socket is no longer held by any process (it called
+    close(), not shutdown(SHUT_WR)). On the wire both are a FIN; on Linux the kernel's
+    socket table tells them apart for a local peer: an orphaned socket has inode 0.
+    False whenever it cannot be told (another host, no /proc): a half-close is assumed."""
+    get_host, get_peer = getattr(transport, "getHost", None), getattr(transport, "getPeer", None)
+    if get_host is None or get_peer is None:
+        return False
+    ours, theirs = get_host(), get_peer()
+    local = (getattr(theirs, "host", None), getattr(theirs, "port", None))
+    remote = (getattr(ours, "host", None), getattr(ours, "port", None))
+    if not isinstance(local[0], str) or not ipaddress.ip_address(local[0]).is_loopback:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) < 10:
+                        continue
+                    if _proc_address(fields[1]) == local and _proc_address(fields[2]) == remote:
+                        return fields[9] == "0"
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def _proc_address(text: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (little-endian words, as /proc/net/tcp writes them) -> address."""
+    hex_ip, hex_port = text.split(":")
+    raw = bytes.fromhex(hex_ip)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(words)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped), int(hex_port, 16)
+    return str(address), int(hex_port, 16)
 
 
 class ClientFactory(Factory):

@@ -230,3 +230,20 @@ async def test_problem2_reload_during_initialisation_configures_the_new_socket(
             assert await rig.roundtrip(connect_id, b"PING") == b"PING", connect_id
     finally:
         await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_closed_its_socket_is_not_taken_for_a_half_closed_one(
+    rig_dir, pki: Pki, echo_server: RunningServer
+) -> None:
+    # A FIN is a FIN: but a client whose process closed the socket reads nothing more, so
+    # its on-demand connection is closed at once, not after the half-close bound.
+    rig = BridgeRig(rig_dir, pki)
+    await rig.start([SocketSpec(0, echo_server.port, extra="half_close_timeout: 600")])
+    try:
+        assert await rig.roundtrip(0, b"done") == b"done"  # then close()
+        bridge = rig.bridge(0)
+        await wait_until(lambda: bridge.state == 0, timeout=5, what="connection closed")
+        assert bridge.stats.streams_broken["idle_timeout"] == 0
+    finally:
+        await rig.stop()
