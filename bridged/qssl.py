@@ -250,10 +250,16 @@ class QsslClient:
         if not 1 <= len(payload) <= data_format.max_send:
             raise ValueError(f"chunk of {len(payload)} bytes outside 1..{data_format.max_send}")
         result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
+        # The OK after the data may take as long as the socket's "timeout" setting plus
+        # network delay (the note): waiting a fixed few seconds would time out a send the
+        # module still answers, and its late OK would meet the next command.
         accepted = self.engine.command(
             f"AT+QSSLSEND={CONTEXT_ID},{connect_id},{len(payload)}",
             timeout=self.command_timeout,
-            data=DataPhase(encode_payload(payload, data_format)),
+            data=DataPhase(
+                encode_payload(payload, data_format), counted=data_format is DataFormat.TEXT
+            ),
+            result_timeout=self.open_timeouts[connect_id],
         )
 
         def refused(failure: Failure) -> Failure:
@@ -290,6 +296,7 @@ class QsslClient:
                 f"AT+QSSLSEND={CONTEXT_ID},{connect_id}",
                 timeout=self.command_timeout,
                 data=DataPhase(payload, terminator=CTRL_Z),
+                result_timeout=self.open_timeouts[connect_id],
             )
         except BaseException:
             _discard(result)
