@@ -44,6 +44,7 @@ from bridged.at_session import (
     Unresponsive,
     Write,
     command_name,
+    info_prefix,
 )
 
 log = Logger(namespace="bridged.at")
@@ -124,19 +125,24 @@ class ATEngine(Protocol):
         data: DataPhase | None = None,
         priority: Priority = Priority.NORMAL,
         result_timeout: float | None = None,
+        check_info: bool = True,
     ) -> defer.Deferred[Response]:
         """Queue one command. Fires with its :class:`Response`, or fails with an ATError.
 
         ``timeout`` bounds the wait for the final result (or for ``>``);
         ``result_timeout`` the wait for the result after a data phase (default
         ``timeout``): a send's follows its socket's ``timeout`` setting.
+        ``check_info``: an information line that does not begin with the command's own
+        name (``+CSQ:`` for ``AT+CSQ``) is another's answer and aborts this one.
         """
         encode_command(line)  # refuse a malformed line now, not when its turn comes
         d: defer.Deferred[Response] = defer.Deferred()
         if not self.connected:
             d.errback(SerialLost(f"{command_name(line)}: serial port is not open"))
             return d
-        cmd = Command(line, timeout, data, priority, result_timeout)
+        cmd = Command(
+            line, timeout, data, priority, result_timeout, info_prefix(line) if check_info else None
+        )
         self._deferreds[cmd] = d
         self._apply(self.session.submit(cmd, self.clock.seconds()))
         return d

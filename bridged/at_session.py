@@ -49,7 +49,6 @@ from bridged.at_codec import (
     ESC,
     URC_TYPES,
     ATDecoder,
-    BootSign,
     Echo,
     Event,
     FinalResult,
@@ -129,6 +128,12 @@ class DataPhase:
     counted: bool = False
 
 
+def info_prefix(line: str) -> str | None:
+    """``AT+CSQ`` → ``+CSQ:``: how the information lines of its answer begin."""
+    name = command_name(line)
+    return name[2:] + ":" if name.upper().startswith("AT+") else None
+
+
 def command_name(line: str) -> str:
     """``AT+QSSLSEND=1,0,5`` → ``AT+QSSLSEND``: a label for metrics and messages."""
     for i, ch in enumerate(line):
@@ -146,6 +151,10 @@ class Command:
     data: DataPhase | None = None
     priority: Priority = Priority.NORMAL
     result_timeout: float | None = None  # for the result after the data; default timeout
+    # Information lines of the answer start with this (``+CSQ:`` for ``AT+CSQ``); a line
+    # that does not is another command's answer (late, or duplicated by the line): the
+    # command is aborted rather than completed with it. None: any line is accepted.
+    info_prefix: str | None = None
     lines: list[str] = field(default_factory=list)
     started: float = 0.0
 
@@ -437,9 +446,9 @@ class ATSession:
                 log.warn(
                     "serial protocol error ({kind}): {detail}", kind=event.kind, detail=event.detail
                 )
+            # A boot sign too: the owner decides (a banner read late as the port opens is
+            # no reboot); it calls fail_all, which leaves the session resynchronising.
             self._notify(event)
-            if isinstance(event, BootSign):
-                self._rebooted(now, event.text)
             return
         kind = _kind(event)
         phase = self.phase
@@ -467,6 +476,9 @@ class ATSession:
             return
         if rule is Rule.COLLECT:
             assert isinstance(event, InfoLine)
+            if cmd.info_prefix is not None and not event.text.startswith(cmd.info_prefix):
+                self._abort(cmd, now, f"foreign line {event.text!r} in its answer")
+                return
             cmd.lines.append(event.text)
             return
         if rule is Rule.ABORT:
@@ -486,17 +498,6 @@ class ATSession:
             Phase.PROMPT_DELAY: "the data phase",
             Phase.AFTER_DATA: "the result after data",
         }.get(self.phase, self.phase.value)
-
-    def _rebooted(self, now: float, text: str) -> None:
-        """A boot sign: whatever was on the wire died with the module's old life."""
-        if self.phase in COMMAND_PHASES and self.current is not None:
-            cmd = self.current
-            self.current = None
-            self._observe(cmd, "aborted", now)
-            self._fail(cmd, ATError(f"{cmd.name}: module rebooted ({text})"))
-        if self.phase is not Phase.SILENT:
-            # A booting module is in command mode: a silence for data mode is over too.
-            self._start_resync(now, silent=False, why=f"module rebooted ({text})")
 
     # ------------------------------------------------------------------ commands
 
@@ -634,9 +635,9 @@ class ATSession:
 
     def _resync_event(self, event: Event, kind: Kind, now: float) -> None:
         if kind is Kind.PROMPT:
-            # The module wants data: any probe now would be payload.
-            if self.phase is not Phase.SILENT or self.timing.data_mode_quiet <= 0:
-                self._start_resync(now, silent=True, why="'>' during resync")
+            # The module wants data: any probe before its data mode ends would be payload.
+            # A '>' inside the silence starts it over (the data mode began only now).
+            self._start_resync(now, silent=True, why="'>' during resync")
             return
         if self.phase is Phase.QUIET:
             # A late answer or its tail: swallowed, and the quiet starts over, within bound.

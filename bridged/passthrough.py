@@ -143,7 +143,7 @@ class PassthroughService(Factory):
         log.info("passthrough: {command}", command=command)
         try:
             response = yield engine.command(
-                command, timeout=PASSTHROUGH_TIMEOUT, priority=Priority.LOW
+                command, timeout=PASSTHROUGH_TIMEOUT, priority=Priority.LOW, check_info=False
             )
         except CommandError as e:
             return [*e.lines, e.final.text]
