@@ -482,7 +482,8 @@ class ATSession:
             cmd.lines.append(event.text)
             return
         if rule is Rule.ABORT:
-            self._abort(cmd, now, f"{_event_text(event)!r} while waiting for {self._waiting()}")
+            why = f"{_event_text(event)!r} while waiting for {self._waiting()}"
+            self._abort(cmd, now, why, prompt_seen=kind is Kind.PROMPT)
             return
         if self.phase is Phase.PROMPT and rule is Rule.COMPLETE:
             self.phase = Phase.PROMPT_DELAY
@@ -557,12 +558,16 @@ class ATSession:
         self._leave_data_mode(cmd, in_data, now, why=f"{cmd.name} timed out")
         self._fail(cmd, CommandTimeout(cmd.line, wait, phase))
 
-    def _abort(self, cmd: Command, now: float, why: str) -> None:
+    def _abort(self, cmd: Command, now: float, why: str, prompt_seen: bool = False) -> None:
         log.warn("{name}: protocol error: {why}; cancelling", name=cmd.name, why=why)
         in_data = cmd.data is not None
         self.current = None
         self._observe(cmd, "aborted", now)
-        self._leave_data_mode(cmd, in_data, now, why=f"{cmd.name} aborted")
+        if prompt_seen:
+            # The module waits for data we will not send: stay silent until it gives up.
+            self._start_resync(now, silent=True, why=f"{cmd.name} aborted")
+        else:
+            self._leave_data_mode(cmd, in_data, now, why=f"{cmd.name} aborted")
         self._fail(cmd, ProtocolViolation(f"{cmd.name}: {why}"))
 
     def _leave_data_mode(self, cmd: Command, in_data: bool, now: float, why: str) -> None:

@@ -193,7 +193,7 @@ class Daemon:
         bridge.close_client("socket reconfigured")
         qssl = self.modem.qssl
         if qssl is not None:
-            qssl.listeners.pop(bridge.connect_id, None)
+            qssl.unsubscribe(bridge.connect_id)
             if bridge.state in (ChannelState.OPEN, ChannelState.OPENING):
                 try:
                     await qssl.close(bridge.connect_id)

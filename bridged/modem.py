@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -78,8 +78,19 @@ class Modem:
         self.options = options
         self.sockets = list(sockets)
         self.state = ModemState.SERIAL_DOWN
-        self.engine: ATEngine | None = None
-        self.qssl: QsslClient | None = None
+        # One engine (one AT session) and one QSSL layer for the daemon's life: a serial
+        # reopen hands the engine a new transport, so nobody has to subscribe again.
+        self.engine: ATEngine | None = ATEngine(
+            self.clock,
+            prompt_delay=options.prompt_delay,
+            guard_time=options.guard_time,
+            data_mode_quiet=self._data_mode_timeout(),
+        )
+        self.qssl: QsslClient | None = QsslClient(self.engine, self.clock, options.command_timeout)
+        self.engine.lost_listeners.append(self._serial_lost)
+        self.engine.unresponsive_listeners.append(self._unresponsive)
+        self.engine.command_observers.append(self._observe_command)
+        self.qssl.boot_listeners.append(self._boot_sign)
         self.ready_listeners: list[Callable[[QsslClient], None]] = []
         self.lost_listeners: list[Callable[[str], None]] = []
         self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
@@ -166,12 +177,17 @@ class Modem:
         self._reopen_call = None
         if self._stopping:
             return
-        engine = ATEngine(
-            self.clock,
+        engine = self.engine
+        qssl = self.qssl
+        assert engine is not None and qssl is not None
+        # Settings that may have changed with a reload take effect on the reopen.
+        engine.timing = replace(
+            engine.timing,
             prompt_delay=self.options.prompt_delay,
             guard_time=self.options.guard_time,
             data_mode_quiet=self._data_mode_timeout(),
         )
+        qssl.command_timeout = self.options.command_timeout
         try:
             self._port = SerialPort(  # type: ignore[no-untyped-call]
                 engine, self.options.device, self.reactor, baudrate=self.options.baudrate
@@ -187,19 +203,13 @@ class Modem:
             self._reopen_call = self.clock.callLater(delay, self._open_serial)
             return
         self._reopen_backoff.reset()
-        self.engine = engine
-        self.qssl = QsslClient(engine, self.clock, self.options.command_timeout)
-        engine.lost_listeners.append(self._serial_lost)
-        engine.unresponsive_listeners.append(self._unresponsive)
-        engine.command_observers.append(self._observe_command)
-        self.qssl.boot_listeners.append(self._boot_sign)
         log.info(
             "serial device {device} open at {baud} baud",
             device=self.options.device,
             baud=self.options.baudrate,
         )
         for listener in list(self.engine_listeners):
-            listener(engine, self.qssl)
+            listener(engine, qssl)
         self._initialise()
 
     def _data_mode_timeout(self) -> float:

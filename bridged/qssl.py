@@ -158,6 +158,17 @@ class QsslClient:
         self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
         engine.event_listeners.append(self._on_event)
 
+    # ------------------------------------------------------------------ URC routing
+
+    def subscribe(self, connect_id: int, listener: SocketListener) -> None:
+        """Route this socket's URCs (recv, closed, lost data) to ``listener``: the one
+        subscription point, a table by connectID. The QSSL layer lives as long as the
+        daemon (serial reopens keep it), so a subscription does too."""
+        self.listeners[connect_id] = listener
+
+    def unsubscribe(self, connect_id: int) -> None:
+        self.listeners.pop(connect_id, None)
+
     # ------------------------------------------------------------------ module
 
     async def init_module(self, attempts: int = 10) -> None:

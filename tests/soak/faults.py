@@ -10,6 +10,11 @@ Kinds, each an :class:`~bridged.emulator.Emulator` fault-injection call:
 - ``send_error``: the next ``AT+QSSLSEND`` answers ``ERROR`` (before ``>`` or after data).
 - ``open_failure``: the next ``AT+QSSLOPEN`` fails, cycling through every error code.
 - ``hangup``: the pty disappears for a while and comes back (sometimes rebooted).
+- ``slow_answer``: the next data phase (a send, on a text or hex socket) is answered
+  after the old fixed 5 s command timeout, inside the socket's own timeout.
+- ``stray_ok``: an ``OK`` nobody asked for, between two responses.
+- ``late_prompt``: the next ``>`` comes after the host stopped waiting for it; the module
+  then counts what the host writes as payload until its data mode times out.
 
 Garbage is noise a serial line can carry; it never imitates a valid URC for a socket in
 use (that would be real data), nor a bare final result. In particular no wrong-length
@@ -39,7 +44,14 @@ FAULT_ROUND = (
     "send_error",
     "open_failure",
     "hangup",
+    "slow_answer",
+    "stray_ok",
+    "late_prompt",
 )
+# Past the engine's old fixed 5 s wait, inside the soak's ssl timeout (10 s) plus margin.
+SLOW_ANSWER = 7.0
+# Past the wait for '>' (modem.command_timeout, 5 s by default).
+LATE_PROMPT = 6.0
 OPEN_ERROR_CODES = [code for code in ResultCode if code is not ResultCode.SUCCESS]
 
 
@@ -148,6 +160,15 @@ class FaultInjector:
             self._open_codes += 1
             emulator.fail_next_open(code)
             detail = f"{code.name} ({int(code)})"
+        elif kind == "slow_answer":
+            emulator.answer_next_data_slowly(SLOW_ANSWER)
+            detail = f"{SLOW_ANSWER:g} s"
+        elif kind == "stray_ok":
+            emulator.stray_ok()
+            detail = ""
+        elif kind == "late_prompt":
+            emulator.prompt_late(LATE_PROMPT)
+            detail = f"{LATE_PROMPT:g} s"
         elif kind == "hangup":
             downtime = self.rng.uniform(0.2, 2.0)
             reboot = self.rng.random() < 0.5
