@@ -1,5 +1,7 @@
 """The pure AT session, table-driven: bytes in at a virtual time, actions out."""
 
+# ruff: noqa: E501  (one table row per line reads best)
+
 from __future__ import annotations
 
 from dataclasses import dataclass
