@@ -95,6 +95,11 @@ class ATEngine(Protocol):
         self.bytes_out = 0
 
     @property
+    def data_mode_quiet(self) -> float:
+        """How long resync stays silent when a probe could become payload."""
+        return self.session.timing.data_mode_quiet
+
+    @property
     def timing(self) -> SessionTiming:
         return self.session.timing
 
