@@ -131,6 +131,7 @@ class ATEngine(Protocol):
         priority: Priority = Priority.NORMAL,
         result_timeout: float | None = None,
         check_info: bool = True,
+        urgent: bool = False,
     ) -> defer.Deferred[Response]:
         """Queue one command. Fires with its :class:`Response`, or fails with an ATError.
 
@@ -139,6 +140,7 @@ class ATEngine(Protocol):
         ``timeout``): a send's follows its socket's ``timeout`` setting.
         ``check_info``: an information line that does not begin with the command's own
         name (``+CSQ:`` for ``AT+CSQ``) is another's answer and aborts this one.
+        ``urgent``: written even while a resync probes a module that does not answer.
         """
         encode_command(line)  # refuse a malformed line now, not when its turn comes
         d: defer.Deferred[Response] = defer.Deferred()
@@ -146,7 +148,13 @@ class ATEngine(Protocol):
             d.errback(SerialLost(f"{command_name(line)}: serial port is not open"))
             return d
         cmd = Command(
-            line, timeout, data, priority, result_timeout, info_prefix(line) if check_info else None
+            line,
+            timeout,
+            data,
+            priority,
+            result_timeout,
+            info_prefix(line) if check_info else None,
+            urgent=urgent,
         )
         self._deferreds[cmd] = d
         self._apply(self.session.submit(cmd, self.clock.seconds()))

@@ -155,6 +155,9 @@ class Command:
     # that does not is another command's answer (late, or duplicated by the line): the
     # command is aborted rather than completed with it. None: any line is accepted.
     info_prefix: str | None = None
+    # Written even while a resync probes an unanswering module (AT+QRST=1 from the
+    # recovery ladder): waiting for the probes' answer would never send it.
+    urgent: bool = False
     lines: list[str] = field(default_factory=list)
     started: float = 0.0
 
@@ -367,6 +370,9 @@ class ATSession:
     def submit(self, command: Command, now: float) -> list[Action]:
         """Queue a command (the owner checked it is connected and the line is valid)."""
         encode_command(command.line)
+        if command.urgent and self.phase in (Phase.QUIET, Phase.PROBING):
+            self._start(command, now)
+            return self._flush()
         self._queues[command.priority].append(command)
         self._kick(now)
         return self._flush()

@@ -322,7 +322,7 @@ class Modem:
             self._lose(reason)
             self._expecting_boot = True
             engine = self.engine
-            d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH)
+            d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH, urgent=True)
             d.addErrback(_ignore_at_error)
             # The boot sign that follows re-initialises; if none comes, try again later.
             self.clock.callLater(self.options.reset_grace, self._after_reset, self._init_generation)

@@ -124,3 +124,20 @@ def test_every_phase_but_idle_has_a_deadline() -> None:
     for t in (1.0, 1.2, 2.2, 3.2):  # timeout, quiet, probe, probe
         session.timer_fired(t)
         assert session.phase is Phase.IDLE or session.deadline is not None
+
+
+def test_an_urgent_command_reaches_a_module_that_answers_no_probe() -> None:
+    """The recovery ladder's AT+QRST=1 must go out while resync probes in vain."""
+    session = ATSession(TIMING)
+    session.connection_made(0.0)
+    session.submit(Command("AT+X", 1.0), 0.0)
+    t = 1.0
+    while not session.unresponsive:
+        assert session.deadline is not None
+        t = session.deadline
+        session.timer_fired(t)
+    normal = session.submit(Command("AT+Y", 1.0), t)
+    assert writes(normal) == b""  # waits for the module to answer again
+    urgent = session.submit(Command("AT+QRST=1", 2.0, urgent=True), t)
+    assert writes(urgent) == b"AT+QRST=1\r"
+    assert session.deadline == t + 2.0
