@@ -49,6 +49,7 @@ from bridged.at_codec import (
     ESC,
     URC_TYPES,
     ATDecoder,
+    BootSign,
     Echo,
     Event,
     FinalResult,
@@ -345,6 +346,7 @@ class ATSession:
         self.resyncs = 0
         self.discarded_finals = 0
         self.unresponsive = False  # every probe of the last round unanswered
+        self._silent_until = 0.0  # the module may be in data mode until then
         self.answering = True  # False from a timeout until the module answers again
 
     # ------------------------------------------------------------------ queries
@@ -382,6 +384,13 @@ class ATSession:
         its probe (initialisation retries ``AT``), so no resync is needed here."""
         self.decoder.reset()
         self.unresponsive = False
+        if now < self._silent_until:
+            # A new port does not take the module out of data mode: the silence that
+            # began on the old one runs its course first.
+            self.phase = Phase.SILENT
+            self._resync_was_silent = True
+            self._set_deadline(self._silent_until)
+            return self._flush()
         self.phase = Phase.IDLE
         self._kick(now)
         return self._flush()
@@ -455,6 +464,8 @@ class ATSession:
             # A boot sign too: the owner decides (a banner read late as the port opens is
             # no reboot); it calls fail_all, which leaves the session resynchronising.
             self._notify(event)
+            if isinstance(event, BootSign):
+                self._booted(now)
             return
         kind = _kind(event)
         phase = self.phase
@@ -505,6 +516,12 @@ class ATSession:
             Phase.PROMPT_DELAY: "the data phase",
             Phase.AFTER_DATA: "the result after data",
         }.get(self.phase, self.phase.value)
+
+    def _booted(self, now: float) -> None:
+        """A module that boots is in command mode: a silence for its data mode is over."""
+        self._silent_until = 0.0
+        if self.phase is Phase.SILENT:
+            self._start_resync(now, silent=False, why="module booted")
 
     # ------------------------------------------------------------------ commands
 
@@ -638,7 +655,8 @@ class ATSession:
                 t=self.timing.data_mode_quiet,
             )
             self.phase = Phase.SILENT
-            self._set_deadline(now + self.timing.data_mode_quiet)
+            self._silent_until = now + self.timing.data_mode_quiet
+            self._set_deadline(self._silent_until)
             return
         self.phase = Phase.QUIET
         self._quiet_bound = now + self.timing.quiet_max

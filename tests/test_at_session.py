@@ -141,3 +141,17 @@ def test_an_urgent_command_reaches_a_module_that_answers_no_probe() -> None:
     urgent = session.submit(Command("AT+QRST=1", 2.0, urgent=True), t)
     assert writes(urgent) == b"AT+QRST=1\r"
     assert session.deadline == t + 2.0
+
+
+def test_the_data_mode_silence_survives_a_serial_reopen_and_ends_at_a_boot() -> None:
+    session = ATSession(TIMING)
+    session.connection_made(0.0)
+    session.submit(Command("AT+QSSLSEND=1,1,5", 5.0, TEXT), 0.0)
+    session.feed(b"\r\nOK\r\n", 0.1)  # not '>': the send is aborted, silence follows
+    assert session.phase is Phase.SILENT
+    session.connection_lost(ATError("port closed"))
+    actions = session.connection_made(1.0)  # the module may still be in data mode
+    assert session.phase is Phase.SILENT and writes(actions) == b""
+    assert session.deadline == 0.1 + TIMING.data_mode_quiet
+    session.feed(b"\r\nRDY\r\n", 2.0)  # it rebooted: no data mode any more
+    assert session.phase is Phase.QUIET
