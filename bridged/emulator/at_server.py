@@ -238,7 +238,8 @@ class AtServer:
         request = reply.prompt
         self.mode = LineMode.AWAIT_DATA
         self._request = request
-        late = self._faults.take_late_prompt()
+        # Armed for a send (fixed length), not for a certificate upload.
+        late = self._faults.take_late_prompt() if request.fixed_length is not None else None
         if late is not None:
             epoch = self._epoch
             self._later(late, lambda: self._write_prompt(epoch, request))
@@ -305,9 +306,10 @@ class AtServer:
             self._data_timeout.cancel()
         self._data_timeout = None
         reply = make_reply()
+        fixed_length = self._request is not None and self._request.fixed_length is not None
         self._request = None
         self._data = bytearray()
-        slow = self._faults.take_slow_answer()
+        slow = self._faults.take_slow_answer() if fixed_length else None
         if slow is not None:
             # Busy until the answer is out: input is lost, as before data mode.
             self.mode = LineMode.AWAIT_DATA

@@ -226,11 +226,12 @@ class Emulator:
         self.faults.prompt_delay = seconds
 
     def answer_next_data_slowly(self, seconds: float) -> None:
-        """The next data phase (QSSLSEND, upload) is answered ``seconds`` late."""
+        """The next fixed-length QSSLSEND's data is answered ``seconds`` late."""
         self.faults.slow_answer = seconds
 
     def prompt_late(self, seconds: float) -> None:
-        """The next ``>`` comes ``seconds`` late (after the host stopped waiting)."""
+        """The next QSSLSEND's ``>`` comes ``seconds`` late (after the host stopped
+        waiting): the module then counts what arrives as payload until data mode ends."""
         self.faults.late_prompt = seconds
 
     def stray_ok(self) -> None:

@@ -39,10 +39,10 @@ class FaultPlan:
         self.urc_release: UrcRelease | None = None
         #: When set, data mode begins exactly this long after ``>`` (else random).
         self.prompt_delay: float | None = None
-        #: When set, the next data phase's final answer comes this much later (the module
-        #: is busy meanwhile: what the host writes is lost).
+        #: When set, the next send's final answer comes this much later (the module is
+        #: busy meanwhile: what the host writes is lost).
         self.slow_answer: float | None = None
-        #: When set, the next ``>`` comes this much later (input lost meanwhile).
+        #: When set, the next send's ``>`` comes this much later (input lost meanwhile).
         self.late_prompt: float | None = None
 
     def take_slow_answer(self) -> float | None:
