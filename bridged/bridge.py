@@ -63,6 +63,14 @@ class SocketStats:
     client_connections: Counter[str] = field(default_factory=Counter)  # by outcome
     send_failures: int = 0
     rx_corrupted_urcs: int = 0  # recv URCs for this socket that arrived garbled
+    # For `bridged status` (wall-clock seconds from the reactor):
+    state_since: float | None = None  # when the SSL connection entered its current state
+    client_since: float | None = None  # when the attached client connected
+    last_error: str | None = None  # the last open or send failure
+    last_error_at: float | None = None
+
+    def error(self, text: str, when: float) -> None:
+        self.last_error, self.last_error_at = text, when
 
 
 class SocketBridge:
@@ -97,7 +105,7 @@ class SocketBridge:
             max_chunk=self.data_format.max_send,
             rng=rng or random.Random(),
         )
-        self.stats = SocketStats()
+        self.stats = SocketStats(state_since=clock.seconds())
         self.qssl: QsslClient | None = None
         self.client: ClientConnection | None = None
         self.port: IListeningPort | None = None
@@ -183,6 +191,7 @@ class SocketBridge:
             )
         else:
             self.stats.client_connections["accepted"] += 1
+            self.stats.client_since = self.clock.seconds()
             log.info("{label}: client {peer} connected", label=self.label, peer=client.peer)
         self._apply([a for a in actions if not isinstance(a, RefuseClient)])
         return not refused
@@ -223,6 +232,7 @@ class SocketBridge:
 
     def send_failed(self, reason: str) -> None:
         self.stats.send_failures += 1
+        self.stats.error(f"send failed: {reason}", self.clock.seconds())
         log.warn("{label}: send failed: {reason}", label=self.label, reason=reason)
         self._apply(self.channel.send_failed(reason))
 
@@ -282,6 +292,7 @@ class SocketBridge:
                 reason=action.reason,
             )
         elif isinstance(action, StateChanged):
+            self.stats.state_since = self.clock.seconds()
             log.info(
                 "{label}: {old} -> {new} ({reason})",
                 label=self.label,
@@ -321,12 +332,14 @@ class SocketBridge:
         d = defer.Deferred.fromCoroutine(qssl.open(self.connect_id, remote.host, remote.port))
 
         def opened(_: object) -> None:
-            self.stats.opens["ok"] += 1
-            log.info("{label}: SSL connection open", label=self.label)
+            self.stats.opens["ok"] += 1  # logged by the state change: opening -> open
             self._apply(self.channel.open_result(0))
 
         def failed(failure: Failure) -> None:
             error = failure.value
+            # A QsslError says "socket N: open failed: <why> (<code>)" itself.
+            what = str(error) if isinstance(error, QsslError) else f"open failed: {error}"
+            self.stats.error(what, self.clock.seconds())
             if isinstance(error, QsslError):
                 self.stats.opens[error.name] += 1
                 log.warn("{label}: {error}", label=self.label, error=error)

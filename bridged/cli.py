@@ -1,4 +1,4 @@
-"""The ``bridged`` command: run, demo, emulate, check-config."""
+"""The ``bridged`` command: run, demo, emulate, check-config, at, status, probe."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     at.add_argument("-c", "--config", help="take the control socket path from this config")
     at.add_argument("--timeout", type=float, default=15.0)
 
+    status = sub.add_parser("status", help="what the running daemon is doing, on one screen")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument(
+        "-s", "--socket", help="control socket (default: from -c, else /run/bridged/control.sock)"
+    )
+    where.add_argument("-c", "--config", help="take the control socket path from this config")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--timeout", type=float, default=10.0)
+
     probe = sub.add_parser(
         "probe", help="will this server accept the module's TLS?", add_help=False
     )
@@ -77,17 +86,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "at":
         from bridged.passthrough import at_client_main
 
-        path = args.socket
-        if path is None and args.config:
-            from bridged.config import ConfigError, load_config
+        path = _control_socket(args)
+        if path is None:
+            return 2
+        return at_client_main(args.at_command, path, args.timeout)
+    if args.command == "status":
+        from bridged.status import status_client_main
 
-            try:
-                path = str(load_config(args.config, check_files=False).control.socket)
-            except ConfigError as e:
-                print(f"bridged: {e}", file=sys.stderr)
-                return 2
-        return at_client_main(args.at_command, path or "/run/bridged/control.sock", args.timeout)
+        path = _control_socket(args)
+        if path is None:
+            return 2
+        return status_client_main(path, args.json, args.timeout)
     raise AssertionError(args.command)
+
+
+def _control_socket(args: argparse.Namespace) -> str | None:
+    """The control socket: ``-s``, else the one ``-c``'s config names, else the default;
+    None (after saying why) when the config cannot be read."""
+    if args.socket is not None:
+        return str(args.socket)
+    if args.config:
+        from bridged.config import ConfigError, load_config
+
+        try:
+            return str(load_config(args.config, check_files=False).control.socket)
+        except ConfigError as e:
+            print(f"bridged: {e}", file=sys.stderr)
+            return None
+    return "/run/bridged/control.sock"
 
 
 if __name__ == "__main__":

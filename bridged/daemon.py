@@ -13,7 +13,7 @@ import random
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -27,6 +27,9 @@ from bridged.config import Config, ConfigError, SocketConfig, load_config
 from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.sdnotify import install_systemd_notify
+
+if TYPE_CHECKING:
+    from bridged.link_health import LinkHealth
 
 log = Logger(namespace="bridged.daemon")
 
@@ -230,7 +233,8 @@ class Daemon:
         self.pump.kick()
 
     def _module_lost(self, reason: str) -> None:
-        log.warn("module lost: {reason}", reason=reason)
+        if not self._stopping:  # at shutdown the port closing is ours, not a fault
+            log.warn("module lost: {reason}", reason=reason)
         for bridge in self.bridges:
             bridge.module_lost(reason)
         self._announce(f"module lost: {reason}")
@@ -258,7 +262,10 @@ def certificate_digest(config: SocketConfig) -> str:
 def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
     """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
     from bridged.link_health import start_link_health
+    from bridged.logs import trace_urcs
     from bridged.metrics import install_metrics
+
+    daemon.modem.engine_listeners.append(lambda engine, _qssl: trace_urcs(engine))
 
     health = start_link_health(daemon, reactor)  # None when modem.health_interval is 0
     if health is not None:
@@ -272,15 +279,20 @@ def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
             reactor.callWhenRunning(reactor.stop)
             return
         daemon.stop_hooks.append(port.stopListening)
-    install_passthrough(daemon, reactor, config)
+    install_passthrough(daemon, reactor, config, link_health=health)
 
 
-def install_passthrough(daemon: Daemon, reactor: Any, config: Config) -> None:
+def install_passthrough(
+    daemon: Daemon, reactor: Any, config: Config, link_health: LinkHealth | None = None
+) -> None:
     from bridged.passthrough import PassthroughService, listen_passthrough
+    from bridged.status import STATUS_REQUEST, install_status, status_reply
 
+    current_status = install_status(daemon, reactor, link_health)
     service = PassthroughService(
         engine=lambda: daemon.modem.engine,
         managed=lambda: [b.connect_id for b in daemon.bridges],
+        requests={STATUS_REQUEST: lambda: status_reply(current_status)},
     )
     control = config.control
     try:

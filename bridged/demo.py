@@ -198,11 +198,13 @@ s.sendall(b'hello'); print(s.recv(99))"
   socat - TCP:127.0.0.1:{args.port}                  (type lines; Ctrl+D ends)
   curl -s http://127.0.0.1:{args.metrics_port}/metrics | grep bridged_socket
   bridged at -s {directory}/control.sock AT+CSQ     (AT passthrough)
+  bridged status -s {directory}/control.sock       (what bridged is doing)
 """,
             flush=True,
         )
 
     def stop() -> defer.Deferred[None]:
+        log.info("bridged demo stopping")  # (Twisted's "Received SIGINT" line is filtered)
         d = defer.Deferred.fromCoroutine(daemon.stop())
         d.addBoth(lambda _: emulator.stop())
         return d

@@ -250,6 +250,7 @@ class LinkHealth:
         self.command_timeout = command_timeout
         self.snapshot = LinkSnapshot()
         self.polls = 0  # polls completed (each of the three commands answered or failed)
+        self.updated_at: float | None = None  # clock time of the last completed poll
         self.change_listeners: list[Callable[[LinkSnapshot], None]] = []
         self._loop: task.LoopingCall | None = None
         self._generation = 0  # bumped when the module is lost: late answers are dropped
@@ -289,6 +290,7 @@ class LinkHealth:
     def _module_lost(self, _reason: str) -> None:
         self._stop_loop()
         self._generation += 1
+        self.updated_at = None
         self._set(LinkSnapshot())
 
     def _start_loop(self) -> None:
@@ -341,6 +343,7 @@ class LinkHealth:
             return
         csq, cereg, qeng = results
         self.polls += 1
+        self.updated_at = self.clock.seconds()
         self._set(
             LinkSnapshot(
                 signal=parse_csq(csq) if csq is not None else None,

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from bridged.at_engine import ATEngine, ATError, Priority
 from bridged.backoff import Backoff
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.serial_access import ExclusiveSerialPort
 
 log = Logger(namespace="bridged.modem")
 
@@ -189,7 +190,8 @@ class Modem:
         )
         qssl.command_timeout = self.options.command_timeout
         try:
-            self._port = SerialPort(  # type: ignore[no-untyped-call]
+            # Exclusive: a second opener would steal answers (bridged/serial_access.py).
+            self._port = ExclusiveSerialPort(
                 engine, self.options.device, self.reactor, baudrate=self.options.baudrate
             )
         except Exception as e:  # pyserial raises SerialException, OSError, ValueError

@@ -11,6 +11,8 @@ Wire format (readable with ``socat - UNIX-CONNECT:/run/bridged/control.sock``)::
     < +CSQ: 23,99
     < OK                       final line: OK, ERROR, +CME ERROR: <n>,
                                REFUSED: <why>, TIMEOUT, UNAVAILABLE: <why>
+    > STATUS                   not an AT command: the daemon's status (bridged status)
+    < {"version": ...}         as one line of JSON, then OK
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from twisted.internet import defer
@@ -94,6 +96,10 @@ class PassthroughProtocol(LineOnlyReceiver):
         command = line.decode("latin-1").strip()
         if not command:
             return
+        request = self.service.requests.get(command.upper())
+        if request is not None:  # a read-only request of the daemon's own (STATUS)
+            self._send_lines(request())
+            return
         if self.busy:
             self._send_lines(["REFUSED: one command at a time"])
             return
@@ -123,10 +129,15 @@ class PassthroughService(Factory):
     noisy = False
 
     def __init__(
-        self, engine: Callable[[], ATEngine | None], managed: Callable[[], Iterable[int]]
+        self,
+        engine: Callable[[], ATEngine | None],
+        managed: Callable[[], Iterable[int]],
+        requests: Mapping[str, Callable[[], list[str]]] | None = None,
     ) -> None:
         self.engine = engine
         self.managed = managed
+        # Non-AT lines the daemon answers itself: the reply's lines, final line included.
+        self.requests = dict(requests or {})
 
     def buildProtocol(self, addr: object) -> PassthroughProtocol:
         return PassthroughProtocol(self)

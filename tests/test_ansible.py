@@ -277,12 +277,13 @@ def test_role_places_certificates_and_a_checked_config_once(
     rules = [line for line in rules if line and not line.startswith("#")]
     assert rules == [
         'SUBSYSTEM=="tty", ATTRS{idVendor}=="10c4", ATTRS{idProduct}=="ea60", '
-        'ATTRS{serial}=="0001", SYMLINK+="bc26", GROUP="dialout", MODE="0660", TAG+="systemd"',
+        'ATTRS{serial}=="0001", SYMLINK+="bc26", GROUP="dialout", MODE="0660", '
+        'ENV{ID_MM_DEVICE_IGNORE}="1", TAG+="systemd"',
         'SUBSYSTEM=="tty", ATTRS{idVendor}=="2c7c", ATTRS{idProduct}=="0296", '
         'ATTRS{bInterfaceNumber}=="02", SYMLINK+="bc20", GROUP="dialout", MODE="0660", '
-        'TAG+="systemd"',
+        'ENV{ID_MM_DEVICE_IGNORE}="1", TAG+="systemd"',
         'SUBSYSTEM=="tty", KERNEL=="ttyS1", SYMLINK+="bc26-uart", GROUP="dialout", '
-        'MODE="0660", TAG+="systemd"',
+        'MODE="0660", ENV{ID_MM_DEVICE_IGNORE}="1", TAG+="systemd"',
     ]
     dropin = (out / "site.conf").read_text()
     assert "[Service]\nIPAddressAllow=192.168.10.0/24\n" in dropin
@@ -356,3 +357,7 @@ def test_udev_examples_cover_the_usual_adapters() -> None:
     assert 'KERNEL=="ttyS1"' in text and 'KERNEL=="ttyAMA0"' in text
     active = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert active == [], "the examples are commented out: a gateway enables the one it needs"
+    examples = [line for line in text.splitlines() if line.startswith("#SUBSYSTEM==")]
+    assert len(examples) == 6
+    for rule in examples:  # ModemManager keeps off every one of them
+        assert 'ENV{ID_MM_DEVICE_IGNORE}="1"' in rule, rule
