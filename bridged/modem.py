@@ -95,6 +95,7 @@ class Modem:
         self.ready_listeners: list[Callable[[QsslClient], None]] = []
         self.lost_listeners: list[Callable[[str], None]] = []
         self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
+        self._engine_announced: list[Callable[[ATEngine, QsslClient], None]] = []
         self.restarts: dict[str, int] = {}
         self.serial_reopens = 0
         self._port: SerialPort | None = None
@@ -210,8 +211,11 @@ class Modem:
             device=self.options.device,
             baud=self.options.baudrate,
         )
+        # The engine outlives the port: each listener hears of it once, not per reopen.
         for listener in list(self.engine_listeners):
-            listener(engine, qssl)
+            if listener not in self._engine_announced:
+                self._engine_announced.append(listener)
+                listener(engine, qssl)
         self._initialise()
 
     def _data_mode_timeout(self) -> float:
