@@ -81,3 +81,34 @@ async def test_a_late_prompt_turns_no_probe_into_payload(
         assert stats.received_payload_bytes == stats.sent_payload_bytes
     finally:
         await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_normal_start_leaves_no_answer_unowned(
+    rig_dir, pki: Pki, echo_server: RunningServer
+) -> None:
+    """Issue 17 saw "unsolicited line from module: OK" on every start: an answer the engine
+    could not match to its command. Starting is the session's business: nothing unowned."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        # The debug trace may show the discarded answer; nothing above it may.
+        level = event.get("log_level")
+        if str(event.get("log_namespace", "")).startswith("bridged.at") and level in (
+            LogLevel.info,
+            LogLevel.warn,
+            LogLevel.error,
+            LogLevel.critical,
+        ):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        rig = await _start(rig_dir, pki, echo_server, "hex")
+        await rig.stop()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    unowned = [line for line in lines if "unsolicited line" in line or "nobody can own" in line]
+    assert unowned == [], lines
