@@ -28,6 +28,9 @@ from twisted.python.failure import Failure
 
 from bridged.at_engine import ATEngine, ATError, Priority
 from bridged.backoff import Backoff
+from bridged.lifecycle import Action as LifecycleAction
+from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
+from bridged.lifecycle import SetTimer as LifecycleTimer
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.serial_access import ExclusiveSerialPort
 
@@ -103,11 +106,11 @@ class Modem:
             options.reopen_initial, options.reopen_max, 0.1, rng or random.Random()
         )
         self._reopen_call: IDelayedCall | None = None
-        self._consecutive_timeouts = 0
-        self._escalation = 0  # 0 none yet, 1 port reopened, 2 reset sent
-        self._init_generation = 0
+        # The lifecycle and its recovery ladder are a pure machine; this class carries
+        # out its actions (bridged/lifecycle.py).
+        self.lifecycle = Lifecycle(self._lifecycle_settings())
+        self._lifecycle_timer: IDelayedCall | None = None
         self._stopping = False
-        self._expecting_boot = False
 
     # ------------------------------------------------------------------ control
 
@@ -171,7 +174,13 @@ class Modem:
             return
         self._count_restart(reason)
         self._lose(reason)
-        self._initialise()
+        self._life(self.lifecycle.restart(self.clock.seconds(), reason))
+
+    @property
+    def healthy(self) -> bool:
+        """False while the recovery ladder is climbed, or the module does not answer."""
+        engine = self.engine
+        return self.lifecycle.healthy and (engine is None or engine.healthy)
 
     # ------------------------------------------------------------------ serial port
 
@@ -216,7 +225,8 @@ class Modem:
             if listener not in self._engine_announced:
                 self._engine_announced.append(listener)
                 listener(engine, qssl)
-        self._initialise()
+        self.lifecycle.settings = self._lifecycle_settings()
+        self._life(self.lifecycle.opened(self.clock.seconds()))
 
     def _data_mode_timeout(self) -> float:
         """How long the module may wait in data mode: the longest "timeout" setting."""
@@ -226,7 +236,7 @@ class Modem:
         self._port = None
         was = self.state
         self.state = ModemState.SERIAL_DOWN
-        self._init_generation += 1
+        self._life(self.lifecycle.lost(self.clock.seconds()))
         if was is ModemState.READY:
             self._notify_lost("serial connection lost")
         if self.qssl is not None:
@@ -249,28 +259,76 @@ class Modem:
 
     # ------------------------------------------------------------------ module
 
-    def _initialise(self) -> None:
+    def _lifecycle_settings(self) -> LifecycleSettings:
+        return LifecycleSettings(
+            max_consecutive_timeouts=self.options.max_consecutive_timeouts,
+            allow_reset=self.options.allow_reset,
+            reset_grace=self.options.reset_grace,
+        )
+
+    def _life(self, actions: list[LifecycleAction]) -> None:
+        """Carry out the lifecycle's actions: timers at once, steps on a fresh stack, so
+        no step starts from inside the callback that reported what caused it."""
+        for action in actions:
+            if isinstance(action, LifecycleTimer):
+                self._arm_lifecycle(action.at)
+            else:
+                self.clock.callLater(0, self._step, action)
+
+    def _arm_lifecycle(self, at: float | None) -> None:
+        if self._lifecycle_timer is not None and self._lifecycle_timer.active():
+            self._lifecycle_timer.cancel()
+        self._lifecycle_timer = None
+        if at is not None:
+            delay = max(0.0, at - self.clock.seconds())
+            self._lifecycle_timer = self.clock.callLater(delay, self._lifecycle_deadline)
+
+    def _lifecycle_deadline(self) -> None:
+        self._lifecycle_timer = None
+        self._life(self.lifecycle.timer_fired(self.clock.seconds()))
+
+    def _step(self, action: LifecycleAction) -> None:
+        if self._stopping:
+            return
+        if isinstance(action, Initialise):
+            if action.generation == self.lifecycle.generation:
+                self._initialise(action.generation)
+        elif isinstance(action, Reopen):
+            if self.state is ModemState.SERIAL_DOWN:
+                return
+            log.warn("recovery: {reason}; reopening the serial port", reason=action.reason)
+            self._count_restart("serial_reopen")
+            self._lose(action.reason)
+            self._reopen_serial()
+        elif isinstance(action, Reset):
+            if self.state is ModemState.SERIAL_DOWN or self.engine is None:
+                return
+            log.warn("recovery: {reason}; resetting the module (AT+QRST=1)", reason=action.reason)
+            self._count_restart("reset")
+            self._lose(action.reason)
+            d = self.engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH, urgent=True)
+            d.addErrback(_ignore_at_error)
+
+    def _initialise(self, generation: int) -> None:
         self.state = ModemState.INITIALISING
-        self._init_generation += 1
-        generation = self._init_generation
         d = defer.Deferred.fromCoroutine(self._initialise_module())
 
         def done(_: object) -> None:
-            if generation != self._init_generation:
+            if generation != self.lifecycle.generation:
                 return
+            self._life(self.lifecycle.ready(generation, self.clock.seconds()))
             self.state = ModemState.READY
-            self._consecutive_timeouts = 0
-            self._escalation = 0
             log.info("module ready: {n} socket(s) configured", n=len(self.sockets))
             assert self.qssl is not None
             for listener in list(self.ready_listeners):
                 listener(self.qssl)
 
         def failed(failure: Failure) -> None:
-            if generation != self._init_generation or self.state is ModemState.SERIAL_DOWN:
+            if generation != self.lifecycle.generation or self.state is ModemState.SERIAL_DOWN:
                 return
-            log.error("module initialisation failed: {why}", why=failure.getErrorMessage())
-            self._escalate("initialisation failed")
+            why = failure.getErrorMessage()
+            log.error("module initialisation failed: {why}", why=why)
+            self._life(self.lifecycle.init_failed(generation, self.clock.seconds(), why))
 
         d.addCallbacks(done, failed)
 
@@ -282,72 +340,31 @@ class Modem:
             await self._configure(qssl, setup)
 
     def _boot_sign(self, text: str) -> None:
-        if self._expecting_boot:
-            # The reboot we asked for with AT+QRST=1: already counted.
-            self._expecting_boot = False
-            log.info("module restarted ({text}); initialising", text=text)
-            self._lose("reset")
-            self._initialise()
+        if self.state is ModemState.SERIAL_DOWN:
             return
-        if self.state is ModemState.INITIALISING:
+        if self.lifecycle.expecting_boot:
+            log.info("module restarted ({text}); initialising", text=text)  # counted
+            self._lose("reset")
+        elif self.state is ModemState.INITIALISING:
             # Booting while we initialise: the port was opened as the module started (or
             # its boot banner waited in a buffer). Not a restart; start init over.
             log.info("module booted ({text}); initialising", text=text)
             self._lose("boot")
-            self._initialise()
-            return
-        log.warn("module rebooted ({text}); re-initialising", text=text)
-        self.restart_module("reboot")
+        else:
+            log.warn("module rebooted ({text}); re-initialising", text=text)
+            self._count_restart("reboot")
+            self._lose("reboot")
+        self._life(self.lifecycle.boot_sign(self.clock.seconds()))
 
     def _observe_command(self, name: str, result: str, seconds: float) -> None:
-        if result != "timeout":
-            self._consecutive_timeouts = 0
-            return
-        self._consecutive_timeouts += 1
-        if self._consecutive_timeouts >= self.options.max_consecutive_timeouts:
-            self._consecutive_timeouts = 0
-            self._escalate(f"{self.options.max_consecutive_timeouts} consecutive timeouts")
+        self._life(self.lifecycle.command_result(result, self.clock.seconds()))
 
     def _unresponsive(self) -> None:
-        self._escalate("no answer to AT")
-
-    def _escalate(self, reason: str) -> None:
-        """Climb the recovery ladder one step."""
-        if self.state is ModemState.SERIAL_DOWN:
-            return
-        self._escalation += 1
-        if self._escalation == 1:
-            log.warn("recovery step 1: {reason}; reopening the serial port", reason=reason)
-            self._count_restart("serial_reopen")
-            self._lose(reason)
-            self._reopen_serial()
-            return
-        if self._escalation == 2 and self.options.allow_reset and self.engine is not None:
-            log.warn("recovery step 2: {reason}; resetting the module (AT+QRST=1)", reason=reason)
-            self._count_restart("reset")
-            self._lose(reason)
-            self._expecting_boot = True
-            engine = self.engine
-            d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH, urgent=True)
-            d.addErrback(_ignore_at_error)
-            # The boot sign that follows re-initialises; if none comes, try again later.
-            self.clock.callLater(self.options.reset_grace, self._after_reset, self._init_generation)
-            return
-        log.warn("recovery: {reason}; starting over by reopening the serial port", reason=reason)
-        self._escalation = 0
-        self._count_restart("serial_reopen")
-        self._lose(reason)
-        self._reopen_serial()
-
-    def _after_reset(self, generation: int) -> None:
-        self._expecting_boot = False
-        if generation == self._init_generation and self.state is not ModemState.READY:
-            self._initialise()
+        self._life(self.lifecycle.unresponsive(self.clock.seconds()))
 
     def _lose(self, reason: str) -> None:
         """Every socket on the module is gone: fail what is pending and tell listeners."""
         was_ready = self.state is ModemState.READY
-        self._init_generation += 1
         self.state = ModemState.INITIALISING
         if was_ready:
             self._notify_lost(reason)  # before the failures below, which are then stale
