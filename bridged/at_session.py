@@ -409,8 +409,16 @@ class ATSession:
         answer cannot land on the next command.
         """
         on_wire = self.phase in COMMAND_PHASES
-        data = self.current.data if self.current is not None else None
+        current = self.current
+        data = current.data if current is not None else None
         in_data = self.phase in (Phase.PROMPT, Phase.PROMPT_DELAY, Phase.AFTER_DATA)
+        # A '>' still awaited may come until the command's own timeout: the silence
+        # runs from then, as it would have after that timeout.
+        prompt_due = (
+            current.started + current.timeout
+            if current is not None and self.phase is Phase.PROMPT
+            else now
+        )
         self._fail_everything(reason)
         if self.phase is Phase.DOWN:
             return self._flush()
@@ -418,7 +426,9 @@ class ATSession:
             silent = in_data and data is not None and data.counted
             if in_data and not silent:
                 self._write(ESC)
-            self._start_resync(now, silent=silent, why="commands failed")
+            self._start_resync(
+                now, silent=silent, why="commands failed", silent_from=max(now, prompt_due)
+            )
         elif not self.resyncing:
             self._start_resync(now, silent=False, why="commands failed")
         return self._flush()
@@ -644,7 +654,9 @@ class ATSession:
 
     # ------------------------------------------------------------------ resync
 
-    def _start_resync(self, now: float, *, silent: bool, why: str) -> None:
+    def _start_resync(
+        self, now: float, *, silent: bool, why: str, silent_from: float | None = None
+    ) -> None:
         self.resyncs += 1
         self._resync_tries = 0
         self._resync_was_silent = silent
@@ -655,7 +667,8 @@ class ATSession:
                 t=self.timing.data_mode_quiet,
             )
             self.phase = Phase.SILENT
-            self._silent_until = now + self.timing.data_mode_quiet
+            start = now if silent_from is None else max(now, silent_from)
+            self._silent_until = max(self._silent_until, start + self.timing.data_mode_quiet)
             self._set_deadline(self._silent_until)
             return
         self.phase = Phase.QUIET

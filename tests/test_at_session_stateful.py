@@ -1,5 +1,5 @@
-"""Hypothesis stateful test: the pure AT session against a model module that answers late,
-drops and duplicates frames, loses bytes, injects OK, '>' and URCs anywhere, reboots and
+"""Hypothesis stateful test: the pure AT session and lifecycle against a model module that
+answers late, drops and duplicates frames, loses bytes, injects OK, '>' and URCs anywhere, reboots and
 hangs (an injected ERROR is not among the faults: while a prompt is awaited it is the
 module's refusal by definition, so a lying one cannot be told apart). Invariants after
 every step:
@@ -7,6 +7,7 @@ every step:
 - no command is completed by another command's answer;
 - no byte of a command line or probe ever becomes payload;
 - whatever is on the wire has a deadline (a timer out of every state);
+- a hung module with work pending makes the health (the watchdog's ping) false;
 - once the faults stop, every submitted command completes or fails in bounded time.
 """
 
@@ -28,11 +29,14 @@ from bridged.at_session import (
     Completed,
     DataPhase,
     Failed,
+    Observed,
     Phase,
     SessionTiming,
     SetTimer,
+    Unresponsive,
     Write,
 )
+from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
 
 DATA_MODE_TIMEOUT = 10.0  # the model's; the session waits longer before probing
 PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz"
@@ -66,6 +70,8 @@ class ModelModule:
         self.data_starts = 0.0
 
     def emit(self, now: float, data: bytes, owner: int | None, late: float = 0.0) -> None:
+        if self.hung:
+            return  # a hung module says nothing
         # A module answers in order: a late answer holds back everything after it.
         at = max(now + self.delay + late, self.last_at)
         self.last_at = at
@@ -160,12 +166,32 @@ class SessionAgainstModel(RuleBasedStateMachine):
         self.duplicate_next = False
         self.lose_byte_next = False
         self._apply(self.session.connection_made(self.now))
+        self.lifecycle = Lifecycle(LifecycleSettings(init_timeout=60.0))
+        self._life(self.lifecycle.opened(self.now))
 
     # -- plumbing
 
+    def _life(self, actions: list[object]) -> None:
+        """The lifecycle's steps, as the modem carries them out."""
+        for action in actions:
+            if isinstance(action, Initialise):
+                self.lifecycle.ready(action.generation, self.now)  # init is not modelled
+            elif isinstance(action, Reopen):
+                self._apply(self.session.connection_lost(ATError("port reopened")))
+                self.lifecycle.lost(self.now)
+                self._apply(self.session.connection_made(self.now))
+                self._life(self.lifecycle.opened(self.now))
+            elif isinstance(action, Reset):
+                self._apply(self.session.fail_all(ATError("resetting"), self.now))
+                self.reboot()
+
     def _apply(self, actions: list[object]) -> None:
         for action in actions:
-            if isinstance(action, Write):
+            if isinstance(action, Observed):
+                self._life(self.lifecycle.command_result(action.result, self.now))
+            elif isinstance(action, Unresponsive):
+                self._life(self.lifecycle.unresponsive(self.now))
+            elif isinstance(action, Write):
                 self.module.receive(action.data, self.now)
             elif isinstance(action, SetTimer):
                 pass  # the session keeps its deadline; _advance reads it
@@ -213,6 +239,8 @@ class SessionAgainstModel(RuleBasedStateMachine):
                 times.append(self.module.outbox[0].at)
             if self.session.deadline is not None:
                 times.append(self.session.deadline)
+            if self.lifecycle.deadline is not None:
+                times.append(self.lifecycle.deadline)
             if self.module.data_wanted:
                 times.append(self.module.data_deadline)
             step = min(times)
@@ -224,6 +252,8 @@ class SessionAgainstModel(RuleBasedStateMachine):
                 self._deliver(frame)
             if self.session.deadline is not None and self.session.deadline <= self.now:
                 self._apply(self.session.timer_fired(self.now))
+            if self.lifecycle.deadline is not None and self.lifecycle.deadline <= self.now:
+                self._life(self.lifecycle.timer_fired(self.now))
             if step >= end:
                 break
 
@@ -285,10 +315,17 @@ class SessionAgainstModel(RuleBasedStateMachine):
         self.module.line.clear()
         self.module.emit(self.now, b"\r\nRDY\r\n", None, 1.0)
 
-    @rule(seconds=st.floats(1.0, 20.0))
+    @rule(seconds=st.floats(1.0, 30.0))
     def hang(self, seconds: float) -> None:
         self.module.hung = True
+        self.module.outbox.clear()  # what it had to say dies with it
+        self.module.last_at = self.now
+        waiting = self.session.pending > 0
         self._advance(seconds)
+        if waiting and seconds >= 20.0:
+            # A module that answers nothing cannot make progress: health says so, and
+            # with it the watchdog ping.
+            assert not (self.lifecycle.healthy and self.session.answering)
         self.module.hung = False
 
     # -- invariants
