@@ -1,6 +1,6 @@
 """Hypothesis stateful test: the pure AT session and lifecycle against a model module that
-answers late, drops and duplicates frames, loses bytes, injects OK, '>' and URCs anywhere, reboots and
-hangs (an injected ERROR is not among the faults: while a prompt is awaited it is the
+answers late, drops and duplicates frames, loses bytes, injects OK, '>' and URCs anywhere,
+reboots and hangs (an injected ERROR is not among the faults: while a prompt is awaited it is the
 module's refusal by definition, so a lying one cannot be told apart). Invariants after
 every step:
 
