@@ -1,15 +1,17 @@
-"""The module's lifecycle: serial port, initialisation, configuration, recovery.
+"""The module's lifecycle shell: serial port, initialisation, configuration, recovery.
 
-States::
+The decisions — stages, the recovery ladder, a deadline out of every stage, health — are
+the pure :class:`~bridged.lifecycle.Lifecycle`; this class opens and closes the port, runs
+the initialisation steps, sends ``AT+QRST=1`` when told, and reports what happened.
 
-    serial-down ──open ok──▶ initialising ──init + every socket configured──▶ ready
-         ▲                        │  ▲                                          │
-         └──hang-up / reopen──────┘  └──────boot sign / escalation / init fail──┘
+One :class:`~bridged.at_engine.ATEngine` (one AT session) and one QSSL layer live as long
+as the modem: a serial reopen hands the engine a new transport, so URC subscriptions and
+the session's knowledge (a data-mode silence under way) survive it.
 
-Recovery ladder for a module that stops answering (each step logged): the engine's own
-resync (``AT`` until ``OK``), then closing and reopening the serial port, then
-``AT+QRST=1``. A boot sign at any time means the module lost every QSSLCFG setting and
-certificate, so it is initialised and configured again.
+Recovery for a module that stops answering: the session's own resync, then closing and
+reopening the serial port, then ``AT+QRST=1``, then over again. A boot sign at any time
+means the module lost every QSSLCFG setting and certificate, so it is initialised and
+configured again.
 """
 
 from __future__ import annotations

@@ -75,6 +75,9 @@ CERT_KINDS: tuple[CertKind, ...] = ("cacert", "clientcert", "clientkey")
 # says "plus network delay" without a number.
 NETWORK_MARGIN = 30.0
 CLOSE_RESULT_WAIT = 1.0  # the note's 300 ms, with slack
+# The initialisation steps after the module answers AT, as data: echo off, numeric
+# errors, no sleep (sleep would erase the SSL settings).
+INIT_COMMANDS: tuple[str, ...] = ("ATE0", "AT+CMEE=1", "AT+QSCLK=0")
 
 
 def _discard(d: defer.Deferred[int]) -> None:
@@ -183,7 +186,7 @@ class QsslClient:
             except CommandError:
                 if attempt == attempts:
                     raise
-        for line in ("ATE0", "AT+CMEE=1", "AT+QSCLK=0"):
+        for line in INIT_COMMANDS:
             await self._command(line, priority=Priority.HIGH)
 
     async def configure_socket(self, connect_id: int, settings: SslSocketSettings) -> None:
