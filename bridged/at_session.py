@@ -728,6 +728,13 @@ class ATSession:
             log.error("module does not answer after {n} probes", n=self.timing.resync_attempts)
         self.unresponsive = True
         self.answering = False
+        # Nothing queued waits on a module that does not answer: memory stays bounded
+        # and callers learn now (the owner's ladder takes over).
+        queued = [c for q in self._queues.values() for c in q]
+        for q in self._queues.values():
+            q.clear()
+        for cmd in queued:
+            self._fail(cmd, CommandTimeout(cmd.line, cmd.timeout, "answer: module unresponsive"))
         self._note(Unresponsive())
         # Keep probing, more slowly: the owner decides whether to reopen or reset; queued
         # commands wait, none is written to a module that does not answer.

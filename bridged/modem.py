@@ -175,8 +175,9 @@ class Modem:
         if self.state is ModemState.SERIAL_DOWN:
             return
         self._count_restart(reason)
+        actions = self.lifecycle.restart(self.clock.seconds(), reason)  # init now stale
         self._lose(reason)
-        self._life(self.lifecycle.restart(self.clock.seconds(), reason))
+        self._life(actions)
 
     @property
     def healthy(self) -> bool:
@@ -344,7 +345,11 @@ class Modem:
     def _boot_sign(self, text: str) -> None:
         if self.state is ModemState.SERIAL_DOWN:
             return
-        if self.lifecycle.expecting_boot:
+        expected = self.lifecycle.expecting_boot
+        # The lifecycle first: the initialisation under way becomes stale before _lose
+        # fails its command, so that failure does not count as a failed initialisation.
+        actions = self.lifecycle.boot_sign(self.clock.seconds())
+        if expected:
             log.info("module restarted ({text}); initialising", text=text)  # counted
             self._lose("reset")
         elif self.state is ModemState.INITIALISING:
@@ -356,7 +361,7 @@ class Modem:
             log.warn("module rebooted ({text}); re-initialising", text=text)
             self._count_restart("reboot")
             self._lose("reboot")
-        self._life(self.lifecycle.boot_sign(self.clock.seconds()))
+        self._life(actions)
 
     def _observe_command(self, name: str, result: str, seconds: float) -> None:
         self._life(self.lifecycle.command_result(result, self.clock.seconds()))
