@@ -1,4 +1,5 @@
-"""The ``bridged`` command: run, demo, emulate, check-config, at, status, probe."""
+"""The ``bridged`` command: run, demo, emulate, check-config, at, status, probe, selftest,
+replay."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bridge in the foreground (for systemd)")
     run.add_argument("-c", "--config", required=True, help="YAML configuration file")
     run.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
+    run.add_argument(
+        "--trace", metavar="PATH", help="record the serial line to PATH (see bridged replay)"
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, help="YAML configuration file")
@@ -56,12 +60,22 @@ def _parser() -> argparse.ArgumentParser:
 
     emulate = sub.add_parser("emulate", help="run the BC26 emulator on a pty", add_help=False)
     emulate.add_argument("args", nargs=argparse.REMAINDER)
+
+    selftest = sub.add_parser(
+        "selftest", help="check a real module against bridged's assumptions", add_help=False
+    )
+    selftest.add_argument("args", nargs=argparse.REMAINDER)
+
+    replay = sub.add_parser(
+        "replay", help="replay a serial trace through the codec", add_help=False
+    )
+    replay.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # These two parse their own options (argparse would take theirs for ours).
+    # These parse their own options (argparse would take theirs for ours).
     if argv[:1] == ["emulate"]:
         from bridged.emulator.main import main as emulator_main
 
@@ -70,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         from bridged.probe import probe_main
 
         return probe_main(argv[1:])
+    if argv[:1] == ["selftest"]:
+        from bridged.selftest import selftest_main
+
+        return selftest_main(argv[1:])
+    if argv[:1] == ["replay"]:
+        from bridged.replay import replay_main
+
+        return replay_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         from bridged.config import check_config_main
@@ -78,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from bridged.daemon import run_main
 
-        return run_main(args.config, args.log_level)
+        return run_main(args.config, args.log_level, args.trace)
     if args.command == "demo":
         from bridged.demo import demo_main
 

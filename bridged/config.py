@@ -130,6 +130,10 @@ class SerialConfig:
     device: str
     baudrate: int = 115200
     reopen_backoff: Backoff = Backoff()
+    #: Serial trace file (bridged.serial_trace); None: no trace.
+    trace: Path | None = None
+    trace_payload: bool = True
+    trace_max_bytes: int = 10_000_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -689,7 +693,15 @@ def _build(data: dict[str, Any], base_dir: Path) -> Config:
     return Config(
         serial=SerialConfig(
             device=serial["device"],
-            **_pick(serial, {"baudrate": _as_int}),
+            **_pick(
+                serial,
+                {
+                    "baudrate": _as_int,
+                    "trace": lambda v: None if v is None else base_dir / v,
+                    "trace_payload": bool,
+                    "trace_max_bytes": _as_int,
+                },
+            ),
             reopen_backoff=Backoff(**_pick(serial.get("reopen_backoff"), _BACKOFF)),
         ),
         sockets=sockets,

@@ -8,11 +8,13 @@ a module restart the settings are written again before sockets reopen.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -27,6 +29,7 @@ from bridged.config import Config, ConfigError, SocketConfig, load_config
 from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.sdnotify import install_systemd_notify
+from bridged.serial_tap import SerialTraceOptions
 
 if TYPE_CHECKING:
     from bridged.link_health import LinkHealth
@@ -70,6 +73,11 @@ def modem_options(config: Config) -> ModemOptions:
         reopen_initial=config.serial.reopen_backoff.initial,
         reopen_max=config.serial.reopen_backoff.max,
         init_attempts=max(config.modem.init_retries, 1) * 3,
+        trace=None
+        if config.serial.trace is None
+        else SerialTraceOptions(
+            config.serial.trace, config.serial.trace_payload, config.serial.trace_max_bytes
+        ),
     )
 
 
@@ -304,16 +312,24 @@ def install_passthrough(
     daemon.stop_hooks.append(port.stopListening)
 
 
-def run_main(config_path: str, log_level: str | None = None) -> int:
-    """``bridged run``: foreground until SIGTERM or SIGINT; SIGHUP reloads the config."""
+def run_main(config_path: str, log_level: str | None = None, trace: str | None = None) -> int:
+    """``bridged run``: foreground until SIGTERM or SIGINT; SIGHUP reloads the config.
+    ``trace``: record the serial line there (overrides ``serial.trace``)."""
     from twisted.internet import reactor as global_reactor
 
     from bridged.logs import setup_logging
 
     reactor: Any = global_reactor  # its methods live on several interfaces
 
+    def load(path: str) -> Config:
+        loaded = load_config(path)
+        if trace is None:
+            return loaded
+        serial = dataclasses.replace(loaded.serial, trace=Path(trace).absolute())
+        return dataclasses.replace(loaded, serial=serial)
+
     try:
-        config = load_config(config_path)
+        config = load(config_path)
     except ConfigError as e:
         print(f"bridged: {e}", file=sys.stderr)
         return 2
@@ -330,7 +346,7 @@ def run_main(config_path: str, log_level: str | None = None) -> int:
     def reload() -> None:
         log.info("SIGHUP: reloading {path}", path=config_path)
         try:
-            new = load_config(config_path)
+            new = load(config_path)
         except ConfigError as e:
             log.error("new configuration refused, the running one stays:\n{error}", error=e)
             return

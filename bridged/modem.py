@@ -35,6 +35,7 @@ from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, 
 from bridged.lifecycle import SetTimer as LifecycleTimer
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.serial_access import ExclusiveSerialPort
+from bridged.serial_tap import SerialTraceOptions, tap
 
 log = Logger(namespace="bridged.modem")
 
@@ -67,6 +68,7 @@ class ModemOptions:
     reopen_max: float = 30.0
     init_attempts: int = 10
     reset_grace: float = 15.0  # after AT+QRST=1, how long to wait for the boot banner
+    trace: SerialTraceOptions | None = None  # record the line (bridged.serial_trace)
 
 
 class Modem:
@@ -205,7 +207,10 @@ class Modem:
         try:
             # Exclusive: a second opener would steal answers (bridged/serial_access.py).
             self._port = ExclusiveSerialPort(
-                engine, self.options.device, self.reactor, baudrate=self.options.baudrate
+                tap(engine, self.options.trace, self.options.device),
+                self.options.device,
+                self.reactor,
+                baudrate=self.options.baudrate,
             )
         except Exception as e:  # pyserial raises SerialException, OSError, ValueError
             delay = self._reopen_backoff.next_delay()

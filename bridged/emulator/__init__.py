@@ -7,7 +7,14 @@
     ...
     emulator.stop()
 
-Where the note is silent, the emulator decides (and the tests pin it down):
+What a module model does where the note is silent comes from its module profile
+(``Emulator(..., module_profile=BC26)``, :mod:`bridged.module_profile`; ``profile=`` is
+the timing, ``fast`` or ``nbiot``): the ``+QSSLOPEN`` code of each open failure
+(``open_results``), whether a second QSSLSEND on a socket before the first one's
+``+QSSLSEND`` result is taken (``max_unconfirmed_sends``; beyond it: ERROR), quoted or
+bare recv data (``recv_quoted``), the send/recv limits, the suites, the accepted
+``sslversion`` values, and the data-mode entry delay (``prompt_delay``, unless the timing
+overrides it, as ``fast`` does). Elsewhere the emulator decides (and the tests pin it):
 
 * QSSLCFG defaults: seclevel 0, sslversion 4, dataformat 0,0, timeout 90, debug 0.
   A read answers with the setting name as asked (``"secllevel"`` stays misspelt).
@@ -18,7 +25,8 @@ Where the note is silent, the emulator decides (and the tests pin it down):
   gives up after ``data_mode_timeout`` (or the socket's ``"timeout"``) without a byte
   → ``ERROR``. Fixed-length data is binary safe; a variable-length send ends with
   Ctrl+Z, Esc cancels it (``OK``, no ``+QSSLSEND``). Bad hex → ``ERROR``.
-* ``+QSSLOPEN`` codes: -2 TCP refused/unreachable or not TLS; -3 server certificate
+* ``+QSSLOPEN`` codes (BC26 profile): -2 TCP refused/unreachable, unresolvable, or not
+  TLS; -3 server certificate
   not verified, missing/bad CA or client certificate, or the server rejected ours;
   -4 missing/bad/mismatched client key; -5 no common suite or protocol version
   (TLS 1.3-only and ECDHE-only servers, SSL 3.0); -6 socket not closed; -7 the

@@ -24,6 +24,7 @@ from bridged.emulator.ssl_socket import CONNECT_IDS, ModuleSocket, SocketEnv, So
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline
 from bridged.emulator.tls_link import ReadGate
+from bridged.module_profile import BC26, ModuleProfile
 
 _log = Logger()
 
@@ -50,12 +51,19 @@ class Emulator:
         reactor: Any = None,
         seed: int | None = None,
         echo_line_end: bytes = b"\r\n",
+        module_profile: ModuleProfile = BC26,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        # ``profile`` is timing (fast / nbiot); ``module_profile`` is what the module
+        # model does where the note is silent (bridged.module_profile).
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
+        self.module_profile = module_profile
+        prompt_max_delay = self.profile.prompt_max_delay
+        if prompt_max_delay is None:
+            prompt_max_delay = module_profile.prompt_delay
         self.stats = EmulatorStats()
         self.faults = FaultPlan()
         self._reactor = reactor
@@ -74,7 +82,7 @@ class Emulator:
             self._writer,
             self.stats,
             self.faults,
-            self.profile.prompt_max_delay,
+            prompt_max_delay,
             echo_line_end,
         )
         env = SocketEnv(
@@ -82,6 +90,7 @@ class Emulator:
             timeline=self._timeline,
             rng=self._rng,
             profile=self.profile,
+            module=module_profile,
             stats=self.stats,
             faults=self.faults,
             certs=self._certs,
@@ -93,7 +102,9 @@ class Emulator:
         self._basic = BasicCommands(
             self._at.terminal, baud, self._set_baud_when_drained, self._reboot_when_drained
         )
-        ssl = SslCommands(self.sockets, self.profile, self.stats, self.faults, self._at.emit_urc)
+        ssl = SslCommands(
+            self.sockets, self.profile, module_profile, self.stats, self.faults, self._at.emit_urc
+        )
         self._at.register(self._basic.handlers())
         self._at.register(ssl.handlers())
         self._port = PtyPort(reactor, Path(device_path), self._at.feed, baud)

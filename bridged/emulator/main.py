@@ -13,6 +13,7 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from bridged.emulator.emulator import DEFAULT_BAUD, Emulator
 from bridged.emulator.profiles import PROFILES
+from bridged.module_profile import BUILTIN_PROFILES, ModuleProfileError, load_profile_file
 
 _log = Logger()
 
@@ -25,7 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", required=True, help="symlink to create for the pty")
     parser.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="line rate to pace at")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="nbiot")
+    # "--profile" is the old spelling of --timing, kept working.
+    parser.add_argument(
+        "--timing",
+        "--profile",
+        dest="timing",
+        choices=sorted(PROFILES),
+        default="nbiot",
+        help="timing: fast (tests) or nbiot (realistic latencies); default nbiot",
+    )
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
+        "--module-profile",
+        choices=sorted(BUILTIN_PROFILES),
+        default="bc26",
+        help="built-in module model to emulate (default bc26)",
+    )
+    model.add_argument(
+        "--profile-file",
+        help="module profile file (YAML, 'base:' + overrides; bridged selftest writes one)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for random delays")
     parser.add_argument(
         "--prompt-max-delay",
@@ -41,10 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    profile = PROFILES[args.profile]
+    if args.profile_file:
+        try:
+            module = load_profile_file(args.profile_file)
+        except ModuleProfileError as exc:
+            print(f"bridged emulate: {exc}", file=sys.stderr)
+            return 2
+    else:
+        module = BUILTIN_PROFILES[args.module_profile]
+    profile = PROFILES[args.timing]
     if args.prompt_max_delay is not None:
         profile = replace(profile, prompt_max_delay=args.prompt_max_delay)
-    emulator = Emulator(args.device, baud=args.baud, profile=profile, seed=args.seed)
+    emulator = Emulator(
+        args.device, baud=args.baud, profile=profile, seed=args.seed, module_profile=module
+    )
     r: Any = reactor
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR2, on_signal)
     r.callWhenRunning(emulator.start)
     r.addSystemEventTrigger("before", "shutdown", emulator.stop)
-    _log.info("emulating a BC26 at {device} ({profile})", device=args.device, profile=args.profile)
+    _log.info(
+        "emulating a {module} at {device} ({timing} timing)",
+        module=module.name,
+        device=args.device,
+        timing=args.timing,
+    )
     r.run()
     return 0

@@ -21,6 +21,7 @@ from bridged.emulator.ssl_settings import (
 )
 from bridged.emulator.ssl_socket import CONNECT_IDS, CONTEXT_ID, ModuleSocket, SocketState
 from bridged.emulator.stats import EmulatorStats
+from bridged.module_profile import ModuleProfile
 
 #: contextIDs the syntax accepts; only CONTEXT_ID works on current firmware.
 CONTEXT_IDS = range(1, 4)
@@ -33,6 +34,7 @@ class SslCommands:
         self,
         sockets: Sequence[ModuleSocket],
         profile: EmulatorProfile,
+        module: ModuleProfile,
         stats: EmulatorStats,
         faults: FaultPlan,
         emit_urc: Callable[[bytes], None],
@@ -40,6 +42,7 @@ class SslCommands:
         self._emit_urc = emit_urc
         self._sockets = sockets
         self._profile = profile
+        self._module = module
         self._stats = stats
         self._faults = faults
 
@@ -88,6 +91,8 @@ class SslCommands:
             return self._upload(socket, name, prefix) if not values else Reply.fail()
         if not values:  # a read answers with the name as asked (alias or not)
             return Reply.ok(f'{prefix},"{asked}",{socket.settings.value_text(name)}')
+        if name == "sslversion" and values and values[0] not in self._module.ssl_versions:
+            return Reply.fail()
         if name == "dataformat":
             ok = len(values) == 2 and socket.settings.set_dataformat(values[0] or 0, values[1] or 0)
         else:
@@ -138,18 +143,21 @@ class SslCommands:
     # -- AT+QSSLSEND ----------------------------------------------------------------
     def _send(self, c: Command) -> Reply:
         if c.kind is CommandKind.TEST:
-            return Reply.ok(f"+QSSLSEND: (1-3),(0-5),(1-{MAX_SEND_TEXT})")
+            return Reply.ok(f"+QSSLSEND: (1-3),(0-5),(1-{self._module.max_send_text})")
         if c.kind is CommandKind.READ:
             return Reply.ok()
         socket = self._socket(c) if c.kind is CommandKind.WRITE else None
         if socket is None or len(c.args) not in (2, 3):
             return Reply.fail()
         hex_format = socket.settings.send_hex
-        limit = MAX_SEND_HEX if hex_format else MAX_SEND_TEXT
+        limit = self._module.max_send(hex_format)
         length = c.int_arg(2) if len(c.args) == 3 else None
         if len(c.args) == 3 and (length is None or not 1 <= length <= limit):
             return self._send_failed(CmeError.INCORRECT_PARAMETERS)
         if socket.state is not SocketState.OPEN:
+            return self._send_failed(CmeError.OPERATION_NOT_ALLOWED)
+        if socket.unconfirmed_sends >= self._module.max_unconfirmed_sends:
+            # Before the last send's +QSSLSEND result: beyond what this module takes.
             return self._send_failed(CmeError.OPERATION_NOT_ALLOWED)
         if self._faults.take_send_error(SendErrorStage.COMMAND):
             return self._send_failed(CmeError.UNKNOWN)

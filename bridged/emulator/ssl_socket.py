@@ -11,7 +11,12 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -24,6 +29,7 @@ from bridged.emulator.ssl_settings import SocketSettings
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline, TimelineHandle
 from bridged.emulator.tls_link import ReadGate, TlsLink
+from bridged.module_profile import ModuleProfile
 
 _log = Logger()
 
@@ -66,6 +72,8 @@ class SocketEnv:
     timeline: Timeline
     rng: random.Random
     profile: EmulatorProfile
+    #: The module model: recv limits and quoting, open result codes, suites.
+    module: ModuleProfile
     stats: EmulatorStats
     faults: FaultPlan
     certs: CertStore
@@ -92,8 +100,8 @@ class _AttemptEvents:
         self._socket = socket
         self._attempt = attempt
 
-    def handshake_done(self, result: ResultCode) -> None:
-        self._socket._handshake_done(self._attempt, result)
+    def handshake_done(self, result: ResultCode, situation: str | None = None) -> None:
+        self._socket._handshake_done(self._attempt, self._socket._profile_code(result, situation))
 
     def data_received(self, data: bytes) -> None:
         self._socket._link_data(self._attempt, data)
@@ -121,6 +129,8 @@ class ModuleSocket:
         # Arrived while opening, shown after +QSSLOPEN.
         self._early_data: list[bytes] = []
         self._closed_while_opening = False
+        #: Sends accepted (OK after the data) whose ``+QSSLSEND`` result is not out yet.
+        self.unconfirmed_sends = 0
 
     # -- commands (called once OK is on the line) -----------------------------------
     def open(self, host: str, port: int) -> None:
@@ -161,7 +171,11 @@ class ModuleSocket:
             if attempt == self._attempt and link is not None and self.state is SocketState.OPEN:
                 delivered[0] = link.write(payload)
 
+        self.unconfirmed_sends += 1
+
         def report() -> None:
+            if attempt == self._attempt:  # a closed connection's count is gone already
+                self.unconfirmed_sends = max(0, self.unconfirmed_sends - 1)
             code = ResultCode.SUCCESS if delivered[0] else ResultCode.CONNECTION
             env.emit_urc(b"+QSSLSEND: %d,%d,%d" % (CONTEXT_ID, self.connect_id, code))
 
@@ -190,6 +204,7 @@ class ModuleSocket:
     # -- internals ------------------------------------------------------------------------
     def _new_attempt(self) -> int:
         self._attempt += 1
+        self.unconfirmed_sends = 0
         self._early_data = []
         self._closed_while_opening = False
         return self._attempt
@@ -226,13 +241,27 @@ class ModuleSocket:
             paths.get("cacert"),
             paths.get("clientcert"),
             paths.get("clientkey"),
+            suites=self._env.module.cipher_suites,
         )
+
+    def _profile_code(self, natural: ResultCode, situation: str | None) -> ResultCode | int:
+        """The module profile's code for a failure whose situation is known."""
+        if situation == "refused_after_hello":
+            # Without a client certificate of ours, what the server refused is its absence.
+            situation = "client_cert_missing" if self.settings.seclevel < 2 else None
+        if situation is None:
+            return natural
+        return self._env.module.open_result(situation)
 
     def _connect_failed(self, failure: Failure, attempt: int) -> None:
         if isinstance(failure.value, ConnectingCancelledError | CancelledError):
             return
         timed_out = isinstance(failure.value, TimeoutError)
-        code = ResultCode.TIMEOUT if timed_out else ResultCode.CONNECTION
+        code: ResultCode | int = ResultCode.TIMEOUT if timed_out else ResultCode.CONNECTION
+        if isinstance(failure.value, DNSLookupError):
+            code = self._env.module.open_result("dns_failure")
+        elif isinstance(failure.value, ConnectionRefusedError):
+            code = self._env.module.open_result("port_closed")
         _log.info(
             "socket {id}: connect failed: {err}", id=self.connect_id, err=failure.getErrorMessage()
         )
@@ -242,14 +271,14 @@ class ModuleSocket:
         if attempt == self._attempt and self.state is SocketState.OPENING:
             self._handshake_done(attempt, ResultCode.TIMEOUT)
 
-    def _handshake_done(self, attempt: int, result: ResultCode) -> None:
+    def _handshake_done(self, attempt: int, result: ResultCode | int) -> None:
         if attempt != self._attempt or attempt == self._decided_attempt:
             return
         self._decided_attempt = attempt
         if self._open_timer is not None:
             self._open_timer.cancel()
             self._open_timer = None
-        if result is not ResultCode.SUCCESS:
+        if result != ResultCode.SUCCESS:
             # Stop the link now; report at the profile's pace.
             self._stop_connecting()
             link, self._link = self._link, None
@@ -257,11 +286,11 @@ class ModuleSocket:
                 link.abort(silently=True)
         self._env.timeline.at(self._report_not_before, lambda: self._report_open(attempt, result))
 
-    def _report_open(self, attempt: int, result: ResultCode) -> None:
+    def _report_open(self, attempt: int, result: ResultCode | int) -> None:
         if attempt != self._attempt or self.state is not SocketState.OPENING:
             return
         env = self._env
-        if result is ResultCode.SUCCESS:
+        if result == ResultCode.SUCCESS:
             self.state = SocketState.OPEN
         else:
             self.state = SocketState.CLOSED
@@ -310,11 +339,12 @@ class ModuleSocket:
 
     def _emit_recv(self, data: bytes) -> None:
         hex_format = self.settings.recv_hex
-        limit = MAX_RECV_HEX if hex_format else MAX_RECV_TEXT
+        limit = self._env.module.max_recv(hex_format)
+        quote = b'"' if self._env.module.recv_quoted else b""
         for start in range(0, len(data), limit):
             part = data[start : start + limit]
             body = part.hex().upper().encode("ascii") if hex_format else part
-            head = b'+QSSLURC: "recv",%d,%d,%d,"' % (CONTEXT_ID, self.connect_id, len(part))
+            head = b'+QSSLURC: "recv",%d,%d,%d,' % (CONTEXT_ID, self.connect_id, len(part))
             self._env.stats.recv_urcs += 1
             self._env.stats.received_payload_bytes += len(part)
-            self._env.emit_urc(head + body + b'"')
+            self._env.emit_urc(head + quote + body + quote)

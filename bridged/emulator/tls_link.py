@@ -57,7 +57,7 @@ class TlsLinkEvents(TypingProtocol):
     """What a link tells its socket. Exactly one ``handshake_done``; ``closed`` only
     after a successful handshake and only when the peer or network ended it."""
 
-    def handshake_done(self, result: ResultCode) -> None: ...
+    def handshake_done(self, result: ResultCode, situation: str | None = None) -> None: ...
 
     def data_received(self, data: bytes) -> None: ...
 
@@ -192,7 +192,7 @@ class TlsLink(Protocol):
             return
         except ssl.SSLError as exc:
             self._flush()  # send our alert, as mbedTLS would
-            self._report_handshake(classify_handshake_error(exc))
+            self._report_handshake(classify_handshake_error(exc), self._situation(exc))
             self.abort(silently=True)
             return
         self._flush()
@@ -200,10 +200,22 @@ class TlsLink(Protocol):
         self._report_handshake(ResultCode.SUCCESS)
         self.apply_gate()
 
-    def _report_handshake(self, result: ResultCode) -> None:
+    def _situation(self, exc: ssl.SSLError) -> str | None:
+        """Which module-profile open situation this failure is, as far as we can tell:
+        our own check of the server's chain failed ("wrong_ca"), or the server aborted
+        after a suite was chosen ("refused_after_hello": its CertificateRequest went
+        unanswered, or it refused our certificate)."""
+        assert self._tls is not None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return "wrong_ca"
+        if "ALERT" in (exc.reason or "") and self._tls.cipher() is not None:
+            return "refused_after_hello"
+        return None
+
+    def _report_handshake(self, result: ResultCode, situation: str | None = None) -> None:
         if not self._handshake_reported:
             self._handshake_reported = True
-            self._events.handshake_done(result)
+            self._events.handshake_done(result, situation)
 
     def _read_plaintext(self) -> None:
         assert self._tls is not None

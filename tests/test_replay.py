@@ -1,0 +1,92 @@
+"""``bridged replay``'s correlation, pure: however the line split the bytes, and with or
+without payloads, a trace replays to the same commands, answers and events."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridged.at_codec import ClosedUrc, OpenResult, ProtocolError, RecvUrc, SendResult
+from bridged.replay import replay_entries
+from bridged.serial_trace import TraceRecorder, parse_trace
+
+#: A dialogue: (who, bytes). Uploads, sends, async results, recv URCs both formats,
+#: a URC inside a response, a damaged URC, a late answer.
+DIALOGUE: list[tuple[str, bytes]] = [
+    ("H", b"ATE0\r"),
+    ("M", b"ATE0\r\n\r\nOK\r\n"),
+    ("H", b'AT+QSSLCFG=1,0,"dataformat",1,1\r'),
+    ("M", b"\r\nOK\r\n"),
+    ("H", b'AT+QSSLCFG=1,2,"dataformat",0,0\r'),
+    ("M", b"\r\nOK\r\n"),
+    ("H", b'AT+QSSLCFG=1,0,"clientkey"\r'),
+    ("M", b"\r\n> "),
+    ("H", b"-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n\x1a"),
+    ("M", b'\r\n+QSSLCFG: 1,0,"clientkey",60\r\n\r\nOK\r\n'),
+    ("H", b'AT+QSSLOPEN=1,0,"h.example",443,0\r'),
+    ("M", b"\r\nOK\r\n"),
+    ("M", b"\r\n+QSSLOPEN: 1,0,0\r\n"),
+    ("H", b"AT+QSSLSEND=1,0,3\r"),
+    ("M", b"\r\n> "),
+    ("H", b"414243"),
+    ("M", b"\r\nOK\r\n\r\n+QSSLSEND: 1,0,0\r\n"),
+    ("M", b'\r\n+QSSLURC: "recv",1,0,3,"414243"\r\n'),
+    ("H", b"AT+CSQ\r"),
+    ("M", b'\r\n+CSQ: 22,99\r\n\r\n+QSSLURC: "recv",1,2,6,"a\r\nOK\r"\r\n\r\nOK\r\n'),
+    ("M", b'\r\n+QSSLURC: "recv",1,0,9999,"00"\r\n'),
+    ("M", b'\r\n+QSSLURC: "closed",1,0\r\n'),
+    ("M", b"\r\nOK\r\n"),
+]
+
+
+def _record(keep: bool, cuts: list[int]) -> list[str]:
+    recorder = TraceRecorder(keep_payload=keep)
+    lines: list[str] = []
+    cut_iter = iter(cuts)
+    for n, (who, data) in enumerate(DIALOGUE):
+        cut = next(cut_iter, 0) % (len(data) + 1)
+        for part in (data[:cut], data[cut:]):
+            if part:
+                feed = recorder.host_wrote if who == "H" else recorder.module_sent
+                lines += feed(part, float(n))
+    return lines
+
+
+def _summary(keep: bool, cuts: list[int]) -> tuple[object, ...]:
+    replay = replay_entries(parse_trace(_record(keep, cuts)))
+    events = [
+        ("recv", e.connect_id, len(e.data)) if isinstance(e, RecvUrc) else e for e in replay.events
+    ]
+    return tuple(replay.commands), tuple(events), replay.protocol_errors, replay.unmatched
+
+
+def test_the_dialogue_replays_as_it_happened() -> None:
+    replay = replay_entries(parse_trace(_record(True, [])))
+    assert replay.commands[-1] == ("AT+CSQ", "OK")
+    assert ('AT+QSSLCFG=1,0,"clientkey"', "OK") in replay.commands
+    assert replay.events == [
+        OpenResult(0, 0),
+        SendResult(0, 0),
+        RecvUrc(0, b"ABC"),
+        RecvUrc(2, b"a\r\nOK\r"),
+        ProtocolError(
+            "bad_recv_length", "recv length 9999 on socket 0 outside 1..650 (hex format)", 0
+        ),
+        ClosedUrc(0),
+    ]
+    assert (replay.protocol_errors, replay.unmatched) == (1, 1)  # the last OK: a late answer
+    answered = [line for line in replay.lines if "answers AT+QSSL" in line]
+    assert len(answered) == 2 and "answers AT+QSSLOPEN=1,0," in answered[0]
+
+
+@settings(max_examples=100)
+@given(st.lists(st.integers(0, 200), max_size=len(DIALOGUE)), st.booleans())
+def test_any_split_with_or_without_payload_replays_the_same(cuts: list[int], keep: bool) -> None:
+    assert _summary(keep, cuts) == _summary(True, [])
+
+
+def test_no_secret_reaches_the_trace() -> None:
+    for keep, cuts in itertools.product((True, False), ([], [5] * len(DIALOGUE))):
+        assert "SECRET" not in "".join(_record(keep, cuts))
