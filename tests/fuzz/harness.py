@@ -147,8 +147,17 @@ class EngineHarness:
 
     def usable(self) -> bool:
         """Whether a new command, queued behind whatever is left, still completes."""
-        d = self.engine.command("AT+CGMR", timeout=1.0)
-        outcome: list[object] = []
-        d.addBoth(outcome.append)
-        self.settle(lambda: bool(outcome))
-        return bool(outcome) and isinstance(outcome[0], Response)
+        # Two tries: the first may land on the session's own clean-up of what came before
+        # (a probe round ending unanswered fails what is queued; a late answer aborts the
+        # command it meets). It fails then, never completes wrongly; the second must pass.
+        for _ in range(2):
+            d = self.engine.command("AT+CGMR", timeout=1.0)
+            outcome: list[object] = []
+            d.addBoth(outcome.append)
+            self.settle(lambda outcome=outcome: bool(outcome))
+            if outcome and isinstance(outcome[0], Response):
+                return True
+            if outcome and isinstance(outcome[0], Failure) and outcome[0].check(ATError):
+                continue
+            return False
+        return False
