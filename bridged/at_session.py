@@ -504,6 +504,13 @@ class ATSession:
         if rule is Rule.COLLECT:
             assert isinstance(event, InfoLine)
             if cmd.info_prefix is not None and not event.text.startswith(cmd.info_prefix):
+                if self.phase is Phase.AFTER_DATA:
+                    # The payload is out: the module owes this command its result, and
+                    # failing it would call data sent that was not. Noise is dropped.
+                    log.info(
+                        "line ignored in {name}'s answer: {line!r}", name=cmd.name, line=event.text
+                    )
+                    return
                 self._abort(cmd, now, f"foreign line {event.text!r} in its answer")
                 return
             cmd.lines.append(event.text)
