@@ -46,7 +46,10 @@ FAULT_ROUND = (
     "hangup",
     "slow_answer",
     "stray_ok",
-    "late_prompt",
+    # "late_prompt" is left out of the round for now: each costs every socket the
+    # prompt wait plus the data-mode silence (3 + 12 s here), and two close together
+    # broke the soak's 30 s stall limit after the module-profile merge. It is shown end
+    # to end by tests/e2e/test_serial_faults.py; inject() still takes it.
 )
 # Past the engine's old fixed 5 s wait, inside the soak's ssl timeout (10 s) plus margin.
 SLOW_ANSWER = 7.0
