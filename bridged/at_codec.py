@@ -137,17 +137,31 @@ class BootSign:
     text: str
 
 
+ALL_SOCKETS: tuple[int, ...] = tuple(CONNECT_IDS)
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolError:
     """Bytes that break the dialect. Reported, counted, never fatal.
 
     ``connect_id`` names the socket whose received data was lost, when the broken bytes
-    were a recv URC for a known socket: its client has a gap in its stream.
+    were a recv URC for a known socket: its client has a gap in its stream. ``touches``
+    names every socket whose stream the damage could have touched when it cannot be
+    attributed to one (a damaged URC prefix or connectID, a line that may have been a
+    recv, a text-format length that may have swallowed other lines).
     """
 
     kind: str
     detail: str
     connect_id: int | None = None
+    touches: tuple[int, ...] = ()
+
+    @property
+    def sockets(self) -> tuple[int, ...]:
+        """The sockets whose received stream this damage breaks."""
+        if self.connect_id is not None:
+            return (self.connect_id,)
+        return self.touches
 
 
 Urc = RecvUrc | ClosedUrc | OpenResult | SendResult | CloseResult | BootSign
@@ -239,7 +253,11 @@ class ATDecoder:
             if end < 0:
                 if len(buf) > self.max_line:
                     events.append(
-                        ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
+                        ProtocolError(
+                            "line_too_long",
+                            f"line longer than {self.max_line} bytes",
+                            touches=ALL_SOCKETS,
+                        )
                     )
                     buf.clear()
                     self._skipping_line = True
@@ -248,7 +266,11 @@ class ATDecoder:
             del buf[: end + 1]
             if len(line) > self.max_line:
                 events.append(
-                    ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
+                    ProtocolError(
+                        "line_too_long",
+                        f"line longer than {self.max_line} bytes",
+                        touches=ALL_SOCKETS,
+                    )
                 )
                 continue
             events.append(_classify(line))
@@ -273,7 +295,9 @@ class ATDecoder:
             # Incomplete, or broken: broken once a line end or the size limit is reached.
             if _find_line_end(window) < 0 and len(window) < _RECV_HEADER_MAX:
                 return False
-            events.append(ProtocolError("bad_recv_header", _show(bytes(buf[:60]))))
+            events.append(
+                ProtocolError("bad_recv_header", _show(bytes(buf[:60])), touches=ALL_SOCKETS)
+            )
             del buf[: len(_RECV_PREFIX)]
             self._skipping_line = True
             return True
@@ -282,7 +306,9 @@ class ATDecoder:
         if context_id != CONTEXT_ID or connect_id not in CONNECT_IDS:
             events.append(
                 ProtocolError(
-                    "bad_recv_header", f"unknown socket {context_id},{connect_id} in recv URC"
+                    "bad_recv_header",
+                    f"unknown socket {context_id},{connect_id} in recv URC",
+                    touches=ALL_SOCKETS,  # which digit was hit is unknown
                 )
             )
             self._skipping_line = True
@@ -386,7 +412,7 @@ class ATDecoder:
                     "bad_recv_data",
                     f"text recv on socket {pending.connect_id}: no closing quote after "
                     f"{pending.length} bytes",
-                    pending.connect_id,
+                    touches=ALL_SOCKETS,
                 )
             )
             self._skipping_line = True
@@ -443,10 +469,28 @@ def _classify(line: bytes) -> Event:
                 context_id_s, connect_id_s = closed.groups()
                 if int(context_id_s) == CONTEXT_ID and int(connect_id_s) in CONNECT_IDS:
                     return ClosedUrc(int(connect_id_s))
-            return ProtocolError("bad_urc", _show(line))
+            return ProtocolError("bad_urc", _show(line), touches=ALL_SOCKETS)
+        if not line.startswith(_KNOWN_INFO_PREFIXES):
+            # "+QSSLURB:", "+QSSLURC " ...: a URC with a damaged prefix (a recv or a close).
+            return ProtocolError("bad_urc", _show(line), touches=ALL_SOCKETS)
     if line in _BOOT_SIGNS:
         return BootSign(line.decode("latin-1"))
+    if not line.startswith(_KNOWN_INFO_PREFIXES) and _DAMAGED_URC.search(line):
+        # "+QSSLURC" hit further in ('"reCv"', '"clo5ed"', a damaged '+'): could have been
+        # any socket's data or close.
+        return ProtocolError("bad_urc", _show(line), touches=ALL_SOCKETS)
     return InfoLine(line.decode("latin-1"))
+
+
+# Info lines the module sends in replies; any other "+QSSL..." line is a damaged URC.
+_KNOWN_INFO_PREFIXES = (
+    b"+QSSLCFG:",
+    b"+QSSLSTATE:",
+    b"+QSSLOPEN:",  # these three: answers to test commands ("=?"), or damaged results
+    b"+QSSLSEND:",
+    b"+QSSLCLOSE:",
+)
+_DAMAGED_URC = re.compile(rb'QSSL|SSLURC|URC: "|"(?i:recv|closed)"|"[a-z]{3,6}",1,[0-5],')
 
 
 def _show(data: bytes) -> str:

@@ -15,6 +15,11 @@ Kinds, each an :class:`~bridged.emulator.Emulator` fault-injection call:
 - ``stray_ok``: an ``OK`` nobody asked for, between two responses.
 - ``late_prompt``: the next ``>`` comes after the host stopped waiting for it; the module
   then counts what the host writes as payload until its data mode times out.
+- ``damaged_recv``: a recv URC for a socket in use arrives damaged (a non-hex digit): its
+  stream must end (client disconnected, connection closed), never continue with a hole.
+- ``sighup_reload``: the configuration is reloaded with one socket's remote changed (to
+  the other echo server and back): its client is disconnected, nothing it wrote reaches
+  the new remote, the other sockets keep their clients.
 
 Garbage is noise a serial line can carry; it never imitates a valid URC for a socket in
 use (that would be real data), nor a bare final result. In particular no wrong-length
@@ -50,6 +55,8 @@ FAULT_ROUND = (
     # prompt wait plus the data-mode silence (3 + 12 s here), and two close together
     # broke the soak's 30 s stall limit after the module-profile merge. It is shown end
     # to end by tests/e2e/test_serial_faults.py; inject() still takes it.
+    "damaged_recv",
+    "sighup_reload",
 )
 # Past the engine's old fixed 5 s wait, inside the soak's ssl timeout (10 s) plus margin.
 SLOW_ANSWER = 7.0
@@ -108,8 +115,10 @@ class FaultInjector:
         clock: Callable[[], float],
         hex_sockets: Sequence[int],
         connect_ids: Sequence[int],
+        reload: Callable[[int], Deferred[None]] | None = None,
     ) -> None:
         self.emulator = emulator
+        self.reload = reload  # changes the given socket's remote and reloads
         self.rng = rng
         self.clock = clock
         self.hex_sockets = list(hex_sockets)
@@ -177,6 +186,18 @@ class FaultInjector:
             reboot = self.rng.random() < 0.5
             hangup = emulator.hangup(downtime, reboot=reboot)
             detail = f"{downtime:.1f} s{', module rebooted' if reboot else ''}"
+        elif kind == "damaged_recv":
+            open_ids = [
+                cid for cid in self.hex_sockets if emulator.socket_state(cid) is SocketState.OPEN
+            ]
+            cid = self.rng.choice(open_ids or self.hex_sockets)
+            emulator.inject_line(b'+QSSLURC: "recv",1,%d,2,"41G"' % cid)
+            detail = f"socket {cid}"
+        elif kind == "sighup_reload":
+            cid = self.rng.choice(self.connect_ids)
+            if self.reload is not None:
+                hangup = self.reload(cid)  # awaited below, like a hang-up
+            detail = f"socket {cid} remote changed"
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         fault = InjectedFault(kind, detail, self.clock())
