@@ -160,17 +160,12 @@ def _status_field(text: str) -> str:
 # ---------------------------------------------------------------------- the daemon's side
 
 
-class EngineView(Protocol):
-    @property
-    def healthy(self) -> bool: ...
-
-
 class ModemView(Protocol):
     @property
     def state(self) -> Enum: ...  # bridged.modem.ModemState
 
     @property
-    def engine(self) -> EngineView | None: ...
+    def healthy(self) -> bool: ...  # lifecycle (recovery ladder) and AT session together
 
 
 class BridgeView(Protocol):
@@ -202,11 +197,13 @@ def watchdog_ok(modem: ModemView) -> bool:
 
     The watchdog is there to restart a *wedged* daemon, and a restart must be able to help.
 
-    * AT engine healthy: alive. It turns unhealthy at a command timeout and healthy again
-      when a resync gets ``OK``; a module that stays mute makes the modem climb its recovery
-      ladder (reopen the port: a fresh engine; ``AT+QRST=1``), which takes seconds. An engine
-      that stays unhealthy for ``WatchdogSec/2`` and more is stuck, and a fresh process
-      (new port, new engine, new state) is the next rung of that ladder.
+    * Modem healthy (``Modem.healthy``: the lifecycle is not climbing its recovery ladder
+      and the AT session is not resynchronising): alive. It turns unhealthy at a command
+      timeout and healthy again when a resync gets its answer; a module that stays mute
+      makes the lifecycle climb its recovery ladder (reopen the port, ``AT+QRST=1``), which
+      takes seconds, and the modem stays unhealthy until the module is ready again. A modem
+      that stays unhealthy for ``WatchdogSec/2`` and more is stuck (a wedged ladder
+      included), and a fresh process (new port, new state) is the next rung of that ladder.
     * Serial port down (device unplugged, USB bridge gone): alive. The modem is already
       retrying the open with backoff; a restarted daemon would find the same missing
       device, and a restart loop would only reset that backoff, flood the journal, drop the
@@ -215,8 +212,7 @@ def watchdog_ok(modem: ModemView) -> bool:
     """
     if modem.state.value == SERIAL_DOWN:
         return True
-    engine = modem.engine
-    return engine is not None and engine.healthy
+    return modem.healthy
 
 
 def status_text(daemon: NotifiedDaemon, event: str | None = None) -> str:
@@ -242,8 +238,7 @@ def status_text(daemon: NotifiedDaemon, event: str | None = None) -> str:
             text = f"{event}; {phase}"
         else:
             text = f"starting: {phase}"
-    engine = daemon.modem.engine
-    if daemon.modem.state.value != SERIAL_DOWN and engine is not None and not engine.healthy:
+    if daemon.modem.state.value != SERIAL_DOWN and not daemon.modem.healthy:
         text += " (module not answering, resynchronising)"
     return text
 

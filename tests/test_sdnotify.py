@@ -173,14 +173,9 @@ def test_state_values_match_the_modem() -> None:
 
 
 @dataclass
-class Engine:
-    healthy: bool = True
-
-
-@dataclass
 class Modem:
     state: ModemState = ModemState.SERIAL_DOWN
-    engine: Engine | None = None
+    healthy: bool = True
 
 
 @dataclass
@@ -232,7 +227,6 @@ def test_lifecycle_datagrams(watched: tuple[Receiver, Clock]) -> None:
     assert rx.drain() == ["STATUS=starting: waiting for the serial device", "WATCHDOG=1"]
 
     daemon.modem.state = ModemState.INITIALISING
-    daemon.modem.engine = Engine()
     clock.advance(5)
     assert rx.drain() == ["STATUS=starting: initialising the module", "WATCHDOG=1"]
 
@@ -279,13 +273,13 @@ def test_lifecycle_datagrams(watched: tuple[Receiver, Clock]) -> None:
 
 def test_watchdog_is_held_back_while_the_engine_is_wedged(watched: tuple[Receiver, Clock]) -> None:
     rx, clock = watched
-    daemon = StandIn(modem=Modem(ModemState.READY, Engine()), listening=True)
+    daemon = StandIn(modem=Modem(ModemState.READY), listening=True)
     notifier = install_systemd_notify(daemon, clock)
     assert rx.drain() == ["STATUS=ready: 2 socket(s), 0 open", "WATCHDOG=1"]
     hook = notifier.daemon_hook
     assert hook is not None
 
-    daemon.modem.engine = Engine(healthy=False)  # a command timed out; resync running
+    daemon.modem.healthy = False  # a command timed out; resync running
     clock.advance(5)
     assert rx.drain() == [
         "STATUS=ready: 2 socket(s), 0 open (module not answering, resynchronising)"
@@ -295,7 +289,7 @@ def test_watchdog_is_held_back_while_the_engine_is_wedged(watched: tuple[Receive
         clock.advance(1)
         assert rx.drain() == []
     # ...and one as soon as the resync succeeds, well inside systemd's 10 s deadline.
-    daemon.modem.engine.healthy = True
+    daemon.modem.healthy = True
     clock.advance(1)
     assert rx.drain() == ["WATCHDOG=1"]
     clock.advance(1)  # the re-check stopped with that ping; the 5 s rhythm carries on
@@ -306,7 +300,7 @@ def test_watchdog_is_held_back_while_the_engine_is_wedged(watched: tuple[Receive
     assert rx.drain() == ["WATCHDOG=1"]
 
     # A wedged engine that stays wedged: no ping at all, so systemd's watchdog fires.
-    daemon.modem.engine.healthy = False
+    daemon.modem.healthy = False
     pings, held_back = hook.pings, hook.held_back
     for _ in range(int(WATCHDOG_SEC * 3)):
         clock.advance(1)
@@ -316,18 +310,17 @@ def test_watchdog_is_held_back_while_the_engine_is_wedged(watched: tuple[Receive
 
 
 def test_watchdog_ok_decisions() -> None:
-    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN, None))  # never opened: retrying
-    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN, Engine(healthy=False)))  # unplugged
-    assert watchdog_ok(Modem(ModemState.INITIALISING, Engine()))
-    assert watchdog_ok(Modem(ModemState.READY, Engine()))
-    assert not watchdog_ok(Modem(ModemState.READY, Engine(healthy=False)))
-    assert not watchdog_ok(Modem(ModemState.INITIALISING, Engine(healthy=False)))
-    assert not watchdog_ok(Modem(ModemState.READY, None))
+    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN))  # never opened: retrying
+    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN, healthy=False))  # unplugged
+    assert watchdog_ok(Modem(ModemState.INITIALISING))
+    assert watchdog_ok(Modem(ModemState.READY))
+    assert not watchdog_ok(Modem(ModemState.READY, healthy=False))
+    assert not watchdog_ok(Modem(ModemState.INITIALISING, healthy=False))
 
 
 def test_ready_once_alone_also_sends_ready(watched: tuple[Receiver, Clock]) -> None:
     rx, clock = watched
-    daemon = StandIn(modem=Modem(ModemState.READY, Engine()), listening=True)
+    daemon = StandIn(modem=Modem(ModemState.READY), listening=True)
     install_systemd_notify(daemon, clock)
     rx.drain()
     daemon.ready_once.callback(None)
@@ -409,3 +402,30 @@ metrics: {{enabled: false}}
         notifier.close()
         await daemon.stop()  # a no-op if already stopped
         emulator.stop()
+
+
+def test_watchdog_follows_the_lifecycle_not_only_the_session() -> None:
+    """A recovery ladder that cannot make progress stops the pings, even while the AT
+    session itself says healthy (nothing is in resync): a reset whose boot sign never
+    comes, say. The watchdog reads the real Modem's ``healthy`` (lifecycle and session)."""
+    from bridged.modem import Modem as RealModem
+    from bridged.modem import ModemOptions
+
+    modem = RealModem(Clock(), ModemOptions(device="/dev/null"), [])  # type: ignore[arg-type]
+    life = modem.lifecycle
+    life.opened(0.0)
+    modem.state = ModemState.INITIALISING
+    assert watchdog_ok(modem)
+    life.ready(life.generation, 1.0)
+    modem.state = ModemState.READY
+    assert watchdog_ok(modem)
+    # The module stops answering: the ladder is climbed; the session has nothing in
+    # flight and says healthy, but the modem is not.
+    life.unresponsive(2.0)
+    assert modem.engine is not None and modem.engine.healthy
+    assert not modem.healthy
+    assert not watchdog_ok(modem)
+    # Ready again: the pings resume.
+    life.opened(3.0)
+    life.ready(life.generation, 4.0)
+    assert watchdog_ok(modem)
