@@ -30,6 +30,15 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser.add_argument("--stall-limit", type=float, default=30.0)
     parser.add_argument("--recovery-bound", type=float, default=45.0)
     parser.add_argument("--baud", type=int, default=921600)
+    parser.add_argument(
+        "--faults",
+        help="comma-separated fault kinds making up the round (default: the full round)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="record the serial line to WORKDIR/serial.trace (read it with bridged replay)",
+    )
     parser.add_argument("--workdir", type=Path, help="PKI, config, pty and log go here")
     args = parser.parse_args(argv)
     options = SoakOptions(
@@ -39,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         recovery_bound=args.recovery_bound,
         baud=args.baud,
         workdir=args.workdir,
+        trace=args.trace,
+        fault_round=tuple(args.faults.split(",")) if args.faults else None,
     )
     if args.seed is not None:
         options.seed = args.seed

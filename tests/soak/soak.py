@@ -37,7 +37,7 @@ from bridged.daemon import Daemon
 from bridged.emulator import FAST, Emulator
 from bridged.logs import LineObserver
 from tests.soak.clients import ClientTotals, SocketClient, Violation
-from tests.soak.faults import FaultInjector, InjectedFault
+from tests.soak.faults import FAULT_ROUND, FaultInjector, InjectedFault
 from tests.support.pki import make_pki
 from tests.support.rig import BridgeRig, SocketSpec
 from tests.support.tls_servers import start_socat_echo_server
@@ -73,6 +73,8 @@ class SoakOptions:
     baud: int = 921600
     workdir: Path | None = None
     log_path: Path | None = None  # the full log at info level; default: in workdir
+    fault_round: tuple[str, ...] | None = None  # default: faults.FAULT_ROUND
+    trace: bool = False  # record the serial line to workdir/serial.trace (bridged replay)
 
 
 @dataclass
@@ -175,6 +177,9 @@ class SoakReport:
         lines += [f"  {problem}" for problem in failures[:50]]
         if self.log_path is not None:
             lines.append(f"log: {self.log_path}")
+            trace = self.log_path.parent / "serial.trace"
+            if self.options.trace and trace.exists():
+                lines.append(f"serial trace: {trace} (python -m bridged replay)")
         return "\n".join(lines)
 
 
@@ -207,13 +212,26 @@ class FailureCollector:
 class _SoakRig(BridgeRig):
     """The test rig with the soak's seed in the emulator and the daemon."""
 
-    def __init__(self, directory: Path, pki: Any, seed: int, baud: int) -> None:
+    def __init__(
+        self, directory: Path, pki: Any, seed: int, baud: int, trace: Path | None = None
+    ) -> None:
         # ssl.timeout 10 s (the least the module allows): it bounds how long the module
         # may sit in data mode, so how long bridged waits for it after a hang-up mid-send.
         super().__init__(directory, pki, baud=baud, ssl_timeout=10)
         profile = replace(FAST, prompt_max_delay=0.01)
         self.emulator = Emulator(self.device, baud=baud, profile=profile, seed=seed)
         self.seed = seed
+        self.trace = trace
+
+    def config_text(self, sockets: list[SocketSpec]) -> str:
+        text = super().config_text(sockets)
+        if self.trace is None:
+            return text
+        return text.replace(
+            " reopen_backoff:",
+            f" trace: {self.trace}, trace_max_bytes: 1000000000, reopen_backoff:",
+            1,
+        )
 
     async def start(self, sockets: list[SocketSpec]) -> Daemon:
         from twisted.internet import reactor
@@ -257,7 +275,8 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
     server = start_socat_echo_server(pki, log_path=workdir / "socat.log")
     # A second echo server: reloads move a socket's remote between the two.
     other_server = start_socat_echo_server(pki, log_path=workdir / "socat2.log")
-    rig = _SoakRig(workdir, pki, options.seed, options.baud)
+    trace = workdir / "serial.trace" if options.trace else None
+    rig = _SoakRig(workdir, pki, options.seed, options.baud, trace)
     clients: list[SocketClient] = []
     started = time.monotonic()
     try:
@@ -325,6 +344,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
             hex_sockets=[p.connect_id for p in SOCKETS if p.dataformat == "hex"],
             connect_ids=[p.connect_id for p in SOCKETS],
             reload=reload,
+            fault_round=options.fault_round or FAULT_ROUND,
         )
         deadline = reactor.seconds() + options.minutes * 60
         next_report = reactor.seconds() + 30
