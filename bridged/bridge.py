@@ -218,6 +218,18 @@ class SocketBridge:
     # ------------------------------------------------------------------ client side
 
     def client_connected(self, client: ClientConnection) -> bool:
+        old = self.client
+        if old is not None and old.reset_while_paused():
+            # The attached client aborted while we were not reading it (its bytes wait
+            # for the module): it is gone, not busy. Its connection is closed now, so the
+            # new client is held only until that close is processed, never refused for
+            # the dead one (its unread bytes died with its RST, as for any TCP peer).
+            log.info(
+                "{label}: client {peer} reset its connection while paused: gone",
+                label=self.label,
+                peer=old.peer,
+            )
+            old.abort()
         actions = self.channel.client_connected()
         refusal = next((a for a in actions if isinstance(a, RefuseClient)), None)
         if refusal is not None:

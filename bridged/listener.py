@@ -20,6 +20,7 @@ cannot linger.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import (
@@ -175,6 +176,16 @@ class ClientConnection(Protocol):
         self.closing = True
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
+    def reset_while_paused(self) -> bool:
+        """Gone without our noticing: its reading is paused (flow control), so the RST
+        it sent has not been read yet."""
+        return (
+            self.reading_paused
+            and not self.closing
+            and self.transport is not None
+            and peer_reset(self.transport)
+        )
+
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closing:
             self.reading_paused = True
@@ -196,6 +207,26 @@ class ClientConnection(Protocol):
 
     def stopProducing(self) -> None:
         self._client_stalled = False
+
+
+_TCP_CLOSE = 7  # Linux tcp_states.h: what a connection is after an RST came in
+
+
+def peer_reset(transport: object) -> bool:
+    """True if the client reset its connection (RST: it aborted, its process died).
+
+    A transport whose reading is paused does not see that until it reads again; the
+    kernel knows at once (Linux ``TCP_INFO``: the state is ``TCP_CLOSE``). False whenever
+    it cannot be told."""
+    get_handle = getattr(transport, "getHandle", None)
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if get_handle is None or tcp_info is None:
+        return False
+    try:
+        info = get_handle().getsockopt(socket.IPPROTO_TCP, tcp_info, 1)
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(info) and info[0] == _TCP_CLOSE
 
 
 def peer_socket_released(transport: object) -> bool:

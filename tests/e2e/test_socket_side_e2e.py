@@ -247,3 +247,49 @@ async def test_a_client_that_closed_its_socket_is_not_taken_for_a_half_closed_on
         assert bridge.stats.streams_broken["idle_timeout"] == 0
     finally:
         await rig.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_reset_while_paused_does_not_keep_its_successor_out(
+    rig_dir, pki: Pki, echo_server: RunningServer
+) -> None:
+    """A client whose bytes wait for the module is paused (flow control), so bridged does
+    not read it; if it aborts then (RST: a crash, a timeout of its own), bridged must not
+    keep it attached until the stuck send fails: the next client is served, not refused.
+    (Soak, late '>': the dead client held its persistent socket for 45 s and every
+    reconnect in between was refused.)"""
+    import struct
+
+    rig = BridgeRig(rig_dir, pki)
+    spec = SocketSpec(0, echo_server.port, extra="queue: {send_max_bytes: 2048}")
+    await rig.start([spec])
+    try:
+        assert await rig.roundtrip(0, b"warm up") == b"warm up"
+        bridge = rig.bridge(0)
+        rig.emulator.prompt_late(6.0)  # the next send hangs for 3 s (command_timeout)
+        old = await threads.deferToThread(rig.connect, 0)
+        old.setblocking(False)
+        written = 0
+        try:
+            while written < 1 << 20:
+                written += old.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        await wait_until(
+            lambda: bridge.client is not None and bridge.client.reading_paused,
+            timeout=5,
+            what="the client paused",
+        )
+        dead = bridge.client
+        old.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        old.close()  # RST
+        new = await threads.deferToThread(rig.connect, 0)
+        await wait_until(
+            lambda: bridge.client is not None and bridge.client is not dead,
+            timeout=1.5,  # before the handover wait (2 s) and the stuck send (3 s) end
+            what="the new client attached",
+        )
+        assert bridge.stats.client_connections["refused"] == 0
+        new.close()
+    finally:
+        await rig.stop()

@@ -61,6 +61,9 @@ class ClientTotals:
     connect_failures: int = 0
     half_closes: int = 0  # connections drained after shutting down the write side
     longest_wait: float = 0.0  # longest time with unechoed bytes and no echo progress
+    # Carried bytes of an aborted persistent connection whose echo never came (the bridge
+    # never read them, or counted them lost when their send failed with the client gone).
+    carry_undelivered: int = 0
 
 
 class _Connection(protocol.Protocol):
@@ -117,9 +120,13 @@ class SocketClient:
         self._probe_done: Callable[[bool], None] | None = None
         self._calls: list[IDelayedCall] = []
         # Persistent sockets only: bytes a connection left unechoed when the client itself
-        # cut it (after a violation). The bridge still sends them; their echo goes to the
-        # next client, as designed, so the next connection expects them first.
+        # cut it (after a violation). Their echo may go to the next client, as designed, so
+        # the next connection expects them first -- but only a prefix of them: the client
+        # aborted (RST), so whatever the bridge had not read yet died in the kernel, and
+        # what it had read but could not send is counted lost (tx lost) with that client
+        # gone. So the next connection accepts carry[:k] followed by its own bytes.
         self._carry = b""
+        self._carry_left = 0  # bytes at the head of _pending that are carried
 
     # ------------------------------------------------------------------ control
 
@@ -179,6 +186,7 @@ class SocketClient:
         self._proto = proto
         self.connection_count += 1
         self._pending[:] = self._carry
+        self._carry_left = len(self._carry)
         self._carry = b""
         self._history.clear()
         self._ending = None
@@ -251,10 +259,13 @@ class SocketClient:
             return
         pending = self._pending
         n = len(data)
+        if self._carry_left and (n > len(pending) or pending[:n] != data):
+            self._skip_undeliverable_carry(data)
         if n > len(pending) or pending[:n] != data:
             self._violate(*self._classify(data))
             return
         del pending[:n]
+        self._carry_left = max(0, self._carry_left - n)
         self._history += data
         if len(self._history) > HISTORY_BYTES:
             del self._history[: len(self._history) - HISTORY_BYTES]
@@ -265,6 +276,23 @@ class SocketClient:
         self.on_progress(self.connect_id, now)
         if self._ending == "drain" and not pending:
             self._close()
+
+    def _skip_undeliverable_carry(self, data: bytes) -> None:
+        """The echo left the carried bytes at some point and went on with this
+        connection's own: drop the rest of the carry (it can no longer come), if that
+        makes ``data`` match. Anything else is still checked as a violation."""
+        pending = self._pending
+        same = 0
+        limit = min(len(data), self._carry_left)
+        while same < limit and data[same] == pending[same]:
+            same += 1
+        for k in range(same, -1, -1):  # the longest carried prefix that fits
+            rest = data[k:]
+            if rest and pending[self._carry_left : self._carry_left + len(rest)] == rest:
+                self.totals.carry_undelivered += self._carry_left - k
+                del pending[k : self._carry_left]
+                self._carry_left = k
+                return
 
     def _classify(self, data: bytes) -> tuple[str, str]:
         pending = self._pending
@@ -312,6 +340,7 @@ class SocketClient:
         if self.persistent and outcome == "violation":
             self._carry = bytes(self._pending)
         self._pending.clear()
+        self._carry_left = 0
         if self._probe:
             self._finish_probe(outcome == "completed")
             return

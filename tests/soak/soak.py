@@ -142,7 +142,9 @@ class SoakReport:
             "  unechoed when the bridge disconnected the client: "
             f"{sum(t.unechoed_at_disconnect for t in self.totals.values())} bytes; "
             f"left behind by clients that quit early: "
-            f"{sum(t.unechoed_abandoned for t in self.totals.values())} bytes",
+            f"{sum(t.unechoed_abandoned for t in self.totals.values())} bytes; carried by "
+            "persistent clients after a violation and never echoed: "
+            f"{sum(t.carry_undelivered for t in self.totals.values())} bytes",
             f"corrupted: {kinds['corrupted']}, duplicated: {kinds['duplicated']}, "
             f"lost in a gap: {kinds['lost']}, excess: {kinds['excess']}, "
             f"stalled (silently lost): {kinds['stall']}, failed probes: {kinds['probe']}",
