@@ -116,6 +116,7 @@ class SocketBridge:
                 idle=config.effective_idle_timeout,
                 half_close=config.half_close_timeout,
                 handover_wait=config.handover_wait,
+                send_stall=config.send_stall_timeout,
             ),
         )
         self.stats = SocketStats(state_since=clock.seconds())

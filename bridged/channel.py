@@ -92,6 +92,7 @@ __all__ = [
     "HANDOVER_TIMER",
     "IDLE_TIMER",
     "REOPEN_TIMER",
+    "SEND_STALL_TIMER",
     "Action",
     "AttachHeldClient",
     "CancelTimer",
@@ -122,6 +123,7 @@ __all__ = [
 REOPEN_TIMER = "reopen"
 IDLE_TIMER = "idle"
 HANDOVER_TIMER = "handover"
+SEND_STALL_TIMER = "send-stall"
 
 Mode = Literal["on-demand", "persistent"]
 _MODES: tuple[Mode, ...] = ("on-demand", "persistent")
@@ -157,6 +159,10 @@ class Timeouts:
     idle: float = 0.0  # close an open connection with no traffic for this long (0: never)
     half_close: float = 60.0  # ... once its client has half-closed (0: never)
     handover_wait: float = 2.0  # a new client waits this long for the attached one to leave
+    # An attached client's bytes waiting on an open connection with no byte confirmed for
+    # this long: the client is disconnected (its bytes counted lost) and the connection
+    # closed, like TCP_USER_TIMEOUT, instead of keeping it waiting without end (0: never).
+    send_stall: float = 0.0
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -262,7 +268,7 @@ class CountTxSent:
 class StreamBroken:
     """The connection was ended by us because its stream could not go on whole.
     ``label`` is stable (a metric label): damaged_data, recv_buffer_full, idle_timeout,
-    reconfigured."""
+    reconfigured, send_stall."""
 
     label: str
     detail: str
@@ -328,6 +334,7 @@ def _input(
             channel._attach(actions)
         channel._update_flow_control(actions)
         channel._update_idle_timer(actions)
+        channel._update_send_stall_timer(actions)
         if not could_send and channel.sendable() > 0:
             actions.append(DataReady())
         return actions
@@ -355,7 +362,7 @@ class Channel:
             raise ValueError(f"open_retries must be >= 0, got {reconnect.open_retries}")
         if max_chunk < 1:
             raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
-        if min(timeouts.idle, timeouts.half_close, timeouts.handover_wait) < 0:
+        if min(timeouts.idle, timeouts.half_close, timeouts.handover_wait, timeouts.send_stall) < 0:
             raise ValueError(f"bad timeouts: {timeouts}")
         self.connect_id = connect_id
         self.mode: Mode = mode
@@ -391,6 +398,8 @@ class Channel:
         self._recv_buffer = bytearray()
         self._idle_timer_delay = 0.0  # the idle timer running (0: none)
         self._traffic = False  # bytes moved during the current input
+        self._send_stall_running = False  # the send-stall timer runs
+        self._tx_progress = False  # a send was confirmed during the current input
 
     def __repr__(self) -> str:
         return (
@@ -641,6 +650,7 @@ class Channel:
             raise ValueError(f"{self!r}: send_done({n}) for a chunk of {self._in_flight}")
         self._in_flight = 0
         self._traffic = True
+        self._tx_progress = True
         actions: list[Action] = [CountTxSent(n)]
         if self._orphaned:
             self._close_if_flushed("flushed after client left", actions)
@@ -738,6 +748,16 @@ class Channel:
         if name == HANDOVER_TIMER and self._held:
             self._held = False
             return [RefuseClient(f"connectID {self.connect_id} already has a client")]
+        if name == SEND_STALL_TIMER and self._send_stall_running:
+            self._send_stall_running = False
+            detail = (
+                f"{self.queued_bytes} client bytes waited {self._timeouts.send_stall:g} s "
+                "with none confirmed"
+            )
+            actions.append(StreamBroken("send_stall", detail))
+            self._abandon_stream(f"send stalled: {detail}", actions)
+            self._close_socket(f"send stalled: {detail}", actions)
+            return actions
         if name == IDLE_TIMER and self._idle_timer_delay and self._state is ChannelState.OPEN:
             self._idle_timer_delay = 0.0
             detail = f"no traffic for {self._idle_delay() or 0:g} s"
@@ -932,6 +952,24 @@ class Channel:
         elif not delay and self._idle_timer_delay:
             self._idle_timer_delay = 0.0
             actions.append(CancelTimer(IDLE_TIMER))
+
+    def _update_send_stall_timer(self, actions: list[Action]) -> None:
+        """Runs while an attached client's bytes wait on an open connection; restarts at
+        every confirmed send."""
+        waiting = (
+            self._timeouts.send_stall > 0
+            and self._state is ChannelState.OPEN
+            and self._client
+            and not self._orphaned
+            and self.queued_bytes > 0
+        )
+        progress, self._tx_progress = self._tx_progress, False
+        if waiting and (progress or not self._send_stall_running):
+            self._send_stall_running = True
+            actions.append(StartTimer(SEND_STALL_TIMER, self._timeouts.send_stall))
+        elif not waiting and self._send_stall_running:
+            self._send_stall_running = False
+            actions.append(CancelTimer(SEND_STALL_TIMER))
 
     def _update_flow_control(self, actions: list[Action]) -> None:
         """Pause the client at the high-water mark, resume it at half of it."""

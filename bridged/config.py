@@ -188,6 +188,9 @@ class SocketConfig:
     idle_timeout: float | None = None  # s without traffic before closing; None: by mode
     half_close_timeout: float = 60.0  # s without traffic once the client half-closed
     handover_wait: float = 2.0  # s a new client waits for the attached one to leave
+    # s an attached client's bytes may wait with none confirmed before it is disconnected
+    # (and the connection closed); 0: never (channel.Timeouts.send_stall)
+    send_stall_timeout: float = 0.0
 
     @property
     def effective_idle_timeout(self) -> float:
@@ -676,6 +679,7 @@ _SOCKET_TIMEOUTS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "idle_timeout": _as_float,
     "half_close_timeout": _as_float,
     "handover_wait": _as_float,
+    "send_stall_timeout": _as_float,
 }
 
 

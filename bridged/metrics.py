@@ -93,7 +93,13 @@ OPEN_RESULTS: tuple[str, ...] = (*ERROR_NAMES.values(), "unknown")
 CLIENT_OUTCOMES = ("accepted", "refused")
 # Why bridged itself ended an SSL connection whose stream could not go on whole (the
 # StreamBroken labels of bridged.channel).
-STREAM_END_REASONS = ("damaged_data", "idle_timeout", "recv_buffer_full", "reconfigured")
+STREAM_END_REASONS = (
+    "damaged_data",
+    "idle_timeout",
+    "recv_buffer_full",
+    "reconfigured",
+    "send_stall",
+)
 AT_RESULTS = ("ok", "error", "timeout")
 RESTART_REASONS = ("reboot", "reset", "serial_reopen")
 URC_TYPES: dict[type, str] = {
@@ -389,7 +395,7 @@ class BridgedCollector(Collector):
         streams_ended = _counter(
             "bridged_socket_streams_ended",
             "SSL connections bridged ended itself, and their clients, by reason "
-            "(damaged_data, idle_timeout, recv_buffer_full, reconfigured).",
+            "(damaged_data, idle_timeout, recv_buffer_full, reconfigured, send_stall).",
             ["connect_id", "reason"],
         )
         for bridge in self.daemon.bridges:

@@ -22,14 +22,17 @@ from bridged.channel import (
     HANDOVER_TIMER,
     IDLE_TIMER,
     REOPEN_TIMER,
+    SEND_STALL_TIMER,
     Action,
     AttachHeldClient,
+    CancelTimer,
     Channel,
     ChannelState,
     CloseClient,
     CloseSocket,
     CountRxDropped,
     CountTxLost,
+    CountTxSent,
     DeliverToClient,
     HoldClient,
     Ignored,
@@ -337,3 +340,35 @@ def test_idle_timeout_zero_means_never() -> None:
     channel = opened(make("persistent", idle=0.0))
     assert not [a for a in channel.recv(b"x") if isinstance(a, StartTimer)]
     assert isinstance(channel.timer_fired(IDLE_TIMER)[0], Ignored)
+
+
+# --- a send that makes no progress (the module silent after a late '>', twice) -----------
+
+
+def test_a_client_whose_bytes_wait_too_long_is_disconnected_honestly() -> None:
+    """With the serial line silent (a late '>' costs the prompt wait plus the module's
+    data-mode timeout; two in a row passed the soak's 30 s), a client's bytes can wait
+    with nothing confirmed. Past send_stall it is disconnected, its bytes counted lost
+    and the connection closed, instead of waiting on an open connection without end."""
+    channel = opened(make("persistent", send_stall=25.0))
+    assert StartTimer(SEND_STALL_TIMER, 25.0) in channel.client_data(b"a" * 1000)
+    chunk = channel.next_chunk()
+    actions = channel.send_done(len(chunk), channel.epoch)
+    assert CountTxSent(730) in actions
+    assert StartTimer(SEND_STALL_TIMER, 25.0) in actions  # progress: the wait starts over
+    # Nothing more is confirmed (the rest waits behind the silent line).
+    actions = channel.timer_fired(SEND_STALL_TIMER)
+    assert [a.label for a in actions if isinstance(a, StreamBroken)] == ["send_stall"]
+    assert of(CloseClient, actions) and of(CloseSocket, actions)
+    assert [a.n for a in actions if isinstance(a, CountTxLost)] == [270]
+    assert channel.state is CLOSING and not channel.client_attached
+
+
+def test_send_stall_timer_stops_when_nothing_waits_and_zero_means_never() -> None:
+    channel = opened(make("on-demand", send_stall=25.0))
+    channel.client_data(b"x" * 10)
+    chunk = channel.next_chunk()
+    assert CancelTimer(SEND_STALL_TIMER) in channel.send_done(len(chunk), channel.epoch)
+    assert isinstance(channel.timer_fired(SEND_STALL_TIMER)[0], Ignored)
+    never = opened(make("persistent"))
+    assert not [a for a in never.client_data(b"x") if isinstance(a, StartTimer)]

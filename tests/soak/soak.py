@@ -63,6 +63,11 @@ SOCKETS = (
 )
 
 
+# bridged's send_stall_timeout in the soak: below the stall limit, above the longest
+# single fault (a late '>': prompt wait 3 s + '>' at 6 s + data-mode silence 12 s).
+SEND_STALL_TIMEOUT = 24.0
+
+
 @dataclass
 class SoakOptions:
     minutes: float = 10.0
@@ -291,7 +296,10 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
                     remotes[plan.connect_id],
                     mode=plan.mode,
                     dataformat=plan.dataformat,
-                    extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}",
+                    # Under the stall limit: a client the module cannot serve for that
+                    # long (two late '>' in a row, say) is disconnected, not kept waiting.
+                    extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}\n"
+                    f"send_stall_timeout: {SEND_STALL_TIMEOUT:g}",
                 )
                 for plan in SOCKETS
             ]
