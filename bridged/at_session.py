@@ -32,6 +32,8 @@ Rules this machine keeps (issue 11):
   is wanted, it stays silent for the module's data-mode timeout before the first probe, so
   no probe byte can become payload;
 - a send's wait for its result after the data follows its own ``result_timeout``;
+- a wait does not run down while the module's other output (recv URCs) holds the line:
+  it is extended by the line time of those bytes (``line_rate``), up to ``busy_max``;
 - :meth:`fail_all` leaves the session resynchronising whenever a command may be on the wire.
 """
 
@@ -238,6 +240,8 @@ class Phase(Enum):
 
 RESYNC_PHASES = frozenset({Phase.QUIET, Phase.SILENT, Phase.PROBING})
 COMMAND_PHASES = frozenset({Phase.RESPONSE, Phase.PROMPT, Phase.PROMPT_DELAY, Phase.AFTER_DATA})
+# Waits for the module (not our own prompt delay): a busy line extends them.
+WAIT_PHASES = frozenset({Phase.RESPONSE, Phase.PROMPT, Phase.AFTER_DATA})
 
 
 class Kind(Enum):
@@ -324,6 +328,12 @@ class SessionTiming:
     # How long the module may stay in data mode (its "timeout" setting and slack): the
     # silence before probing when a probe could otherwise become payload.
     data_mode_quiet: float = 0.0
+    # Serial line rate in bytes/s (baud / 10 for 8N1); 0: unknown. While a command waits
+    # for its answer, every byte the module sends that is not the answer (recv URCs of a
+    # download flood) held the line for 1/line_rate s, in which the answer could not be
+    # sent: the wait is extended by that time, up to busy_max in all per wait.
+    line_rate: float = 0.0
+    busy_max: float = 30.0
 
 
 class ATSession:
@@ -348,6 +358,7 @@ class ATSession:
         self.unresponsive = False  # every probe of the last round unanswered
         self._silent_until = 0.0  # the module may be in data mode until then
         self.answering = True  # False from a timeout until the module answers again
+        self._wait_cap = 0.0  # the latest the current wait may be extended to (busy line)
 
     # ------------------------------------------------------------------ queries
 
@@ -440,8 +451,23 @@ class ATSession:
         return self._flush()
 
     def feed(self, data: bytes, now: float) -> list[Action]:
+        waiting = self.current if self.phase in WAIT_PHASES else None
+        phase = self.phase
         for event in self.decoder.feed(data):
             self._event(event, now)
+        if (
+            waiting is not None
+            and self.current is waiting
+            and self.phase is phase
+            and self.deadline is not None
+            and self.timing.line_rate > 0
+        ):
+            # Still waiting: these bytes were not its answer, and the module could not
+            # send the answer while they held the line.
+            busy = len(data) / self.timing.line_rate
+            extended = min(self.deadline + busy, self._wait_cap)
+            if extended > self.deadline:
+                self._set_deadline(extended)
         return self._flush()
 
     def timer_fired(self, now: float) -> list[Action]:
@@ -558,6 +584,7 @@ class ATSession:
         self._write(encode_command(cmd.line))
         self.phase = Phase.RESPONSE if cmd.data is None else Phase.PROMPT
         self._set_deadline(now + cmd.timeout)
+        self._wait_cap = now + cmd.timeout + self.timing.busy_max
 
     def _write_payload(self, now: float) -> None:
         cmd = self.current
@@ -571,6 +598,7 @@ class ATSession:
         self.phase = Phase.AFTER_DATA
         wait = cmd.result_timeout if cmd.result_timeout is not None else cmd.timeout
         self._set_deadline(now + wait)
+        self._wait_cap = now + wait + self.timing.busy_max
 
     def _command_deadline(self, now: float) -> None:
         if self.phase is Phase.PROMPT_DELAY:

@@ -751,12 +751,23 @@ class Channel:
         if name == SEND_STALL_TIMER and self._send_stall_running:
             self._send_stall_running = False
             detail = (
-                f"{self.queued_bytes} client bytes waited {self._timeouts.send_stall:g} s "
+                f"{self._own_queued()} client bytes waited {self._timeouts.send_stall:g} s "
                 "with none confirmed"
             )
-            actions.append(StreamBroken("send_stall", detail))
-            self._abandon_stream(f"send stalled: {detail}", actions)
-            self._close_socket(f"send stalled: {detail}", actions)
+            reason = f"send stalled: {detail}"
+            if self._state is ChannelState.OPEN and not self._orphaned:
+                actions.append(StreamBroken("send_stall", detail))
+                self._abandon_stream(reason, actions)
+                self._close_socket(reason, actions)
+                return actions
+            # Still waiting for its connection (opening, or the previous one closing):
+            # nothing of its stream exists yet, so only the client and its bytes go.
+            lost = self._own_queued()
+            del self._queue[len(self._queue) - lost :]
+            self._close_client(reason, actions)
+            if lost:
+                actions.append(CountTxLost(lost, reason))
+            self._after_client_left(actions)
             return actions
         if name == IDLE_TIMER and self._idle_timer_delay and self._state is ChannelState.OPEN:
             self._idle_timer_delay = 0.0
@@ -953,16 +964,18 @@ class Channel:
             self._idle_timer_delay = 0.0
             actions.append(CancelTimer(IDLE_TIMER))
 
+    def _own_queued(self) -> int:
+        """Unconfirmed bytes of the attached client (not those of a client gone before)."""
+        if not self._client:
+            return 0
+        if self._orphaned:
+            return len(self._queue) - self._orphan_bytes
+        return self.queued_bytes
+
     def _update_send_stall_timer(self, actions: list[Action]) -> None:
-        """Runs while an attached client's bytes wait on an open connection; restarts at
-        every confirmed send."""
-        waiting = (
-            self._timeouts.send_stall > 0
-            and self._state is ChannelState.OPEN
-            and self._client
-            and not self._orphaned
-            and self.queued_bytes > 0
-        )
+        """Runs while an attached client's bytes wait (for its connection, or on it);
+        restarts at every confirmed send."""
+        waiting = self._timeouts.send_stall > 0 and self._client and self._own_queued() > 0
         progress, self._tx_progress = self._tx_progress, False
         if waiting and (progress or not self._send_stall_running):
             self._send_stall_running = True

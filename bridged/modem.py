@@ -202,6 +202,7 @@ class Modem:
             prompt_delay=self.options.prompt_delay,
             guard_time=self.options.guard_time,
             data_mode_quiet=self._data_mode_timeout(),
+            line_rate=self.options.baudrate / 10,  # 8N1: a busy line extends a wait
         )
         qssl.command_timeout = self.options.command_timeout
         try:

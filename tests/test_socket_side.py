@@ -372,3 +372,17 @@ def test_send_stall_timer_stops_when_nothing_waits_and_zero_means_never() -> Non
     assert isinstance(channel.timer_fired(SEND_STALL_TIMER)[0], Ignored)
     never = opened(make("persistent"))
     assert not [a for a in never.client_data(b"x") if isinstance(a, StartTimer)]
+
+
+def test_a_client_waiting_for_its_connection_is_bounded_too() -> None:
+    """The soak, late '>' after late '>': a client arrived while the previous connection
+    was still closing (its close queued behind the silent line) and waited 30 s."""
+    channel = opened(make("on-demand", send_stall=25.0, handover_wait=2.0))
+    channel.client_data(b"old")
+    channel.client_closed()  # the owner left; its bytes are flushed first
+    assert channel.client_connected() == []  # attached, waits for its own connection
+    assert StartTimer(SEND_STALL_TIMER, 25.0) in channel.client_data(b"n" * 100)
+    actions = channel.timer_fired(SEND_STALL_TIMER)
+    assert of(CloseClient, actions) and not of(StreamBroken, actions)
+    assert [a.n for a in actions if isinstance(a, CountTxLost)] == [100]
+    assert channel.sendable() == 3  # the previous client's bytes still go out
