@@ -24,14 +24,19 @@ the next line end. Buffers are bounded: a line longer than ``max_line`` is disca
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
+
+from bridged.module_profile import BC26, ModuleProfile
 
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
 
-CONTEXT_ID = 1  # the only SSL context current BC26 firmware supports
-CONNECT_IDS = range(6)
+# The default module's ids (bridged.module_profile is their one definition); a decoder
+# uses those of the profile it was given.
+CONTEXT_ID = BC26.context_id
+CONNECT_IDS = BC26.connect_ids
 
 
 class DataFormat(Enum):
@@ -42,13 +47,13 @@ class DataFormat(Enum):
 
     @property
     def max_send(self) -> int:
-        """Largest fixed-length QSSLSEND, in payload bytes."""
-        return 730 if self is DataFormat.HEX else 1460
+        """Largest fixed-length QSSLSEND of the default module (BC26), in payload bytes."""
+        return BC26.max_send(self is DataFormat.HEX)
 
     @property
     def max_recv(self) -> int:
-        """Largest payload one recv URC carries."""
-        return 650 if self is DataFormat.HEX else 1300
+        """Largest payload one recv URC of the default module (BC26) carries."""
+        return BC26.max_recv(self is DataFormat.HEX)
 
     @property
     def bytes_per_payload_byte(self) -> int:
@@ -185,12 +190,20 @@ class _PendingRecv:
 class ATDecoder:
     """Incremental parser of what the module sends."""
 
-    def __init__(self, max_line: int = 4096) -> None:
+    def __init__(self, max_line: int = 4096, profile: ModuleProfile = BC26) -> None:
         self.max_line = max_line
         self._buf = bytearray()
         self._recv: _PendingRecv | None = None
         self._skipping_line = False  # discarding the rest of a bad or over-long line
-        self._formats: dict[int, DataFormat] = dict.fromkeys(CONNECT_IDS, DataFormat.HEX)
+        self.set_profile(profile)
+
+    def set_profile(self, profile: ModuleProfile) -> None:
+        """Which module speaks: its context and socket ids, its recv limits."""
+        self.profile = profile
+        self.context_id = profile.context_id
+        self.connect_ids = frozenset(profile.connect_ids)
+        self._max_recv = {f: profile.max_recv(f is DataFormat.HEX) for f in DataFormat}
+        self._formats: dict[int, DataFormat] = dict.fromkeys(profile.connect_ids, DataFormat.HEX)
 
     def set_recv_format(self, connect_id: int, data_format: DataFormat) -> None:
         """Tell the decoder how the module encodes recv data for this socket."""
@@ -251,7 +264,7 @@ class ATDecoder:
                     ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
                 )
                 continue
-            events.append(_classify(line))
+            events.append(_classify(line, self.context_id, self.connect_ids))
         return events
 
     # -- the pieces of feed()
@@ -279,7 +292,7 @@ class ATDecoder:
             return True
         context_id, connect_id, length = (int(g) for g in match.groups())
         del buf[: len(_RECV_PREFIX) + match.end()]
-        if context_id != CONTEXT_ID or connect_id not in CONNECT_IDS:
+        if context_id != self.context_id or connect_id not in self.connect_ids:
             events.append(
                 ProtocolError(
                     "bad_recv_header", f"unknown socket {context_id},{connect_id} in recv URC"
@@ -288,12 +301,13 @@ class ATDecoder:
             self._skipping_line = True
             return True
         data_format = self._formats[connect_id]
-        if not 1 <= length <= data_format.max_recv:
+        max_recv = self._max_recv[data_format]
+        if not 1 <= length <= max_recv:
             events.append(
                 ProtocolError(
                     "bad_recv_length",
                     f"recv length {length} on socket {connect_id} outside "
-                    f"1..{data_format.max_recv} ({data_format.name.lower()} format)",
+                    f"1..{max_recv} ({data_format.name.lower()} format)",
                     connect_id,
                 )
             )
@@ -418,7 +432,9 @@ def _find_line_end(buf: bytes | bytearray) -> int:
     return min(cr, lf)
 
 
-def _classify(line: bytes) -> Event:
+def _classify(
+    line: bytes, context_id: int = CONTEXT_ID, connect_ids: Collection[int] = CONNECT_IDS
+) -> Event:
     line = line.rstrip(b" ")
     if line == b"OK":
         return FinalResult(ok=True)
@@ -433,15 +449,16 @@ def _classify(line: bytes) -> Event:
     if line.startswith(b"+QSSL"):
         match = _ASYNC_RESULT.fullmatch(line)
         if match:
-            kind, context_id, connect_id, err = match.groups()
-            if int(context_id) == CONTEXT_ID and int(connect_id) in CONNECT_IDS:
-                return _ASYNC_RESULT_TYPES[kind](int(connect_id), int(err))
+            kind, context_s, connect_s, err = match.groups()
+            if int(context_s) == context_id and int(connect_s) in connect_ids:
+                # The BC660K's note prints its codes unsigned: 3 is -3 from any module.
+                return _ASYNC_RESULT_TYPES[kind](int(connect_s), -abs(int(err)))
             return ProtocolError("bad_urc", f"unknown socket in {_show(line)}")
         if line.startswith(b"+QSSLURC:"):
             closed = _CLOSED_URC.fullmatch(line)
             if closed:
                 context_id_s, connect_id_s = closed.groups()
-                if int(context_id_s) == CONTEXT_ID and int(connect_id_s) in CONNECT_IDS:
+                if int(context_id_s) == context_id and int(connect_id_s) in connect_ids:
                     return ClosedUrc(int(connect_id_s))
             return ProtocolError("bad_urc", _show(line))
     if line in _BOOT_SIGNS:

@@ -146,6 +146,11 @@ class SocketBridge:
         )
 
     def module_ready(self) -> None:
+        if self.qssl is not None:
+            # Chunks as large as this module takes (its profile, known once identified).
+            self.channel.set_max_chunk(
+                self.qssl.profile.max_send(self.data_format is DataFormat.HEX)
+            )
         self._apply(self.channel.module_ready())
 
     def module_lost(self, reason: str) -> None:

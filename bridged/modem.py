@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from bridged.at_engine import ATEngine, ATError, Priority
 from bridged.backoff import Backoff
+from bridged.module_profile import BC26, ModuleProfile
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.serial_access import ExclusiveSerialPort
 from bridged.serial_tap import SerialTraceOptions, tap
@@ -64,6 +65,12 @@ class ModemOptions:
     init_attempts: int = 10
     reset_grace: float = 15.0  # after AT+QRST=1, how long to wait for the boot banner
     trace: SerialTraceOptions | None = None  # record the line (bridged.serial_trace)
+    #: The module model; None: ask the module (ATI / AT+CGMM) at every initialisation.
+    profile: ModuleProfile | None = BC26
+
+
+class WrongModule(ATError):
+    """The module identified itself as a model that lacks a configured socket."""
 
 
 class Modem:
@@ -86,6 +93,8 @@ class Modem:
         self.ready_listeners: list[Callable[[QsslClient], None]] = []
         self.lost_listeners: list[Callable[[str], None]] = []
         self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
+        # Called with a reason when running on is pointless (the module is the wrong model).
+        self.fatal_listeners: list[Callable[[str], None]] = []
         self.restarts: dict[str, int] = {}
         self.serial_reopens = 0
         self._port: SerialPort | None = None
@@ -195,7 +204,9 @@ class Modem:
             return
         self._reopen_backoff.reset()
         self.engine = engine
-        self.qssl = QsslClient(engine, self.clock, self.options.command_timeout)
+        self.qssl = QsslClient(
+            engine, self.clock, self.options.command_timeout, self.options.profile or BC26
+        )
         engine.lost_listeners.append(self._serial_lost)
         engine.unresponsive_listeners.append(self._unresponsive)
         engine.command_observers.append(self._observe_command)
@@ -260,6 +271,11 @@ class Modem:
         def failed(failure: Failure) -> None:
             if generation != self._init_generation or self.state is ModemState.SERIAL_DOWN:
                 return
+            if isinstance(failure.value, WrongModule):
+                log.critical("{why}", why=failure.getErrorMessage())
+                for listener in list(self.fatal_listeners):
+                    listener(failure.getErrorMessage())
+                return
             log.error("module initialisation failed: {why}", why=failure.getErrorMessage())
             self._escalate("initialisation failed")
 
@@ -269,8 +285,27 @@ class Modem:
         qssl = self.qssl
         assert qssl is not None
         await qssl.init_module(self.options.init_attempts)
+        if self.options.profile is None:
+            await self._identify(qssl)
         for setup in self.sockets:
             await self._configure(qssl, setup)
+
+    async def _identify(self, qssl: QsslClient) -> None:
+        """``modem.model: auto``: take the profile the module names; check the sockets."""
+        found = await qssl.identify()
+        if found is None:
+            log.warn("module did not name a known model in ATI / AT+CGMM; assuming BC26")
+            found = BC26
+        else:
+            log.info("module identified as {model} (modem.model: auto)", model=found.label)
+        qssl.set_profile(found)
+        missing = [s.connect_id for s in self.sockets if s.connect_id not in found.connect_ids]
+        if missing:
+            raise WrongModule(
+                f"the module is a {found.label}, which has {found.connect_ids_text()}; "
+                f"configured connect_id(s) {', '.join(map(str, missing))} cannot work: "
+                "remove those sockets or set modem.model"
+            )
 
     def _boot_sign(self, text: str) -> None:
         if self._expecting_boot:

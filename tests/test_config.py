@@ -32,6 +32,7 @@ from bridged.config import (
     check_config_main,
     load_config,
     load_schema,
+    module_profile,
     parse_config,
 )
 
@@ -714,3 +715,56 @@ def test_endpoint_parse_rejects(text: str) -> None:
 def test_endpoint_str_round_trips(host: str, port: int) -> None:
     endpoint = Endpoint(host, port)
     assert Endpoint.parse(str(endpoint)) == endpoint
+
+
+# --------------------------------------------------------------------------- module model
+
+TWO_SOCKETS = """\
+sockets:
+  - {connect_id: 0, listen: '127.0.0.1:7000', remote: 'h.example:1'}
+  - {connect_id: 1, listen: '127.0.0.1:7001', remote: 'h.example:1'}
+"""
+
+
+def test_a_second_socket_on_a_bc660k_is_an_error_naming_the_module(conf_dir: Path) -> None:
+    message = config_errors(conf_dir, HEAD + TWO_SOCKETS + "modem:\n  model: bc660k\n")
+    assert (
+        "sockets[1].connect_id: 1: the BC660K-GL (modem.model) has only connectID 0 (one socket)"
+        in message
+    )
+    assert "sockets[0]" not in message
+
+
+def test_the_models_limits_cover_sslversion(conf_dir: Path) -> None:
+    text = HEAD.replace("seclevel: 2", "seclevel: 2\n  sslversion: 0") + TWO_SOCKETS
+    message = config_errors(conf_dir, text + "modem:\n  model: bc950k\n")
+    assert "ssl.sslversion: sslversion 0 is not supported by the BC950K-GL" in message
+    # Reported once where it was set, not per socket.
+    assert message.count("sslversion 0") == 1
+
+
+def test_model_and_profile_file_are_read(conf_dir: Path) -> None:
+    one = "sockets:\n  - {connect_id: 0, listen: '127.0.0.1:7000', remote: 'h.example:1'}\n"
+    config = load_config(write_config(conf_dir, HEAD + one + "modem:\n  model: auto\n"))
+    assert (config.modem.model, module_profile(config)) == ("auto", None)
+    (conf_dir / "module.yaml").write_text("base: bc660k\nprompt_delay: 0.2\n")
+    config = load_config(
+        write_config(conf_dir, HEAD + one + "modem:\n  profile_file: module.yaml\n")
+    )
+    profile = module_profile(config)
+    assert profile is not None and (profile.context_id, profile.prompt_delay) == (0, 0.2)
+    assert config.modem.model == "bc26"  # the default; the file wins
+    # The file's module has one socket: a second is refused, naming the file.
+    message = config_errors(conf_dir, HEAD + TWO_SOCKETS + "modem:\n  profile_file: module.yaml\n")
+    assert "the BC660K-GL (" in message and "module.yaml) has only connectID 0" in message
+
+
+def test_a_bad_profile_file_is_a_configuration_error(conf_dir: Path) -> None:
+    (conf_dir / "module.yaml").write_text("base: bc99\n")
+    message = config_errors(conf_dir, HEAD + ONE_SOCKET + "modem:\n  profile_file: module.yaml\n")
+    assert "modem.profile_file: base: must be one of" in message
+
+
+def test_an_unknown_model_is_refused(conf_dir: Path) -> None:
+    message = config_errors(conf_dir, HEAD + ONE_SOCKET + "modem:\n  model: bc96\n")
+    assert "modem.model" in message and "bc660k" in message

@@ -37,10 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model = parser.add_mutually_exclusive_group()
     model.add_argument(
+        "--model",
         "--module-profile",
+        dest="module_profile",
         choices=sorted(BUILTIN_PROFILES),
         default="bc26",
-        help="built-in module model to emulate (default bc26)",
+        help="built-in module model to emulate (default bc26; the same as modem.model)",
     )
     model.add_argument(
         "--profile-file",
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     r.addSystemEventTrigger("before", "shutdown", emulator.stop)
     _log.info(
         "emulating a {module} at {device} ({timing} timing)",
-        module=module.name,
+        module=module.label,
         device=args.device,
         timing=args.timing,
     )
