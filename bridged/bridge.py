@@ -88,7 +88,9 @@ class SocketBridge:
         self.connect_id = config.connect_id
         self.reactor = reactor
         self.clock = clock
-        self.data_format = DataFormat.HEX if config.ssl.dataformat == "hex" else DataFormat.TEXT
+        # The send format: how chunks are encoded and how large they may be.
+        send = config.ssl.dataformat.send
+        self.data_format = DataFormat.HEX if send == "hex" else DataFormat.TEXT
         self.channel = Channel(
             config.connect_id,
             config.mode,

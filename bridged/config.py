@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 
 import jsonschema
 import yaml
@@ -52,6 +52,7 @@ __all__ = [
     "ConfigIssue",
     "ControlConfig",
     "DataFormat",
+    "DataFormats",
     "Endpoint",
     "LogConfig",
     "LogLevel",
@@ -74,6 +75,28 @@ __all__ = [
 CONTEXT_ID: Final = BC26.context_id
 
 DataFormat = Literal["hex", "text"]
+
+
+class DataFormats(NamedTuple):
+    """``dataformat`` per direction: what AT+QSSLCFG "dataformat",<send>,<recv> writes."""
+
+    send: DataFormat
+    recv: DataFormat
+
+    def __str__(self) -> str:
+        return self.send if self.send == self.recv else f"send {self.send}, recv {self.recv}"
+
+
+HEX_BOTH_WAYS: Final = DataFormats("hex", "hex")
+
+
+def _dataformats(value: Any) -> DataFormats:
+    """``hex`` / ``text`` (both directions) or ``{send: …, recv: …}`` (schema-validated)."""
+    if isinstance(value, dict):
+        return DataFormats(value["send"], value["recv"])
+    return DataFormats(value, value)
+
+
 SocketMode = Literal["on-demand", "persistent"]
 LogLevel = Literal["debug", "info", "warn", "error"]
 
@@ -167,7 +190,7 @@ class SslSettings:
 
     seclevel: int = 1  # default: always verify the server; seclevel 0 must be explicit
     sslversion: int = 4
-    dataformat: DataFormat = "hex"
+    dataformat: DataFormats = HEX_BOTH_WAYS
     timeout: int = 90
     debug: int = 0
     cacert: Path | None = None
@@ -643,7 +666,7 @@ def _ssl_converters(base_dir: Path) -> dict[str, Callable[[Any], Any]]:
     return {
         "seclevel": _as_int,
         "sslversion": _as_int,
-        "dataformat": str,
+        "dataformat": _dataformats,
         "timeout": _as_int,
         "debug": _as_int,
         "cacert": pem_path,

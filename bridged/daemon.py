@@ -53,7 +53,8 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
         settings=SslSocketSettings(
             seclevel=ssl.seclevel,
             sslversion=ssl.sslversion,
-            dataformat=DataFormat.HEX if ssl.dataformat == "hex" else DataFormat.TEXT,
+            dataformat=DataFormat.HEX if ssl.dataformat.send == "hex" else DataFormat.TEXT,
+            recv_format=DataFormat.HEX if ssl.dataformat.recv == "hex" else DataFormat.TEXT,
             timeout=ssl.timeout,
             debug=ssl.debug,
         ),

@@ -121,9 +121,15 @@ class SslSocketSettings:
 
     seclevel: int
     sslversion: int
+    #: The send format (chunk encoding), and the recv format unless ``recv_format``.
     dataformat: DataFormat
     timeout: int
     debug: int
+    recv_format: DataFormat | None = None
+
+    @property
+    def recv(self) -> DataFormat:
+        return self.dataformat if self.recv_format is None else self.recv_format
 
 
 class SocketListener:
@@ -203,11 +209,11 @@ class QsslClient:
 
     async def configure_socket(self, connect_id: int, settings: SslSocketSettings) -> None:
         """Write every QSSLCFG setting of one socket (they are lost on reboot and wake)."""
-        fmt = settings.dataformat.value
+        send, recv = settings.dataformat.value, settings.recv.value
         writes = [
             f'"seclevel",{settings.seclevel}',
             f'"sslversion",{settings.sslversion}',
-            f'"dataformat",{fmt},{fmt}',
+            f'"dataformat",{send},{recv}',
             f'"timeout",{settings.timeout}',
             f'"debug",{settings.debug}',
         ]
@@ -215,7 +221,7 @@ class QsslClient:
             await self._command(
                 f"AT+QSSLCFG={self.context_id},{connect_id},{write}", priority=Priority.HIGH
             )
-        self.engine.decoder.set_recv_format(connect_id, settings.dataformat)
+        self.engine.decoder.set_recv_format(connect_id, settings.recv)
         self.open_timeouts[connect_id] = settings.timeout + NETWORK_MARGIN
 
     async def upload(self, connect_id: int, kind: CertKind, pem: bytes) -> None:

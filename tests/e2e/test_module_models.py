@@ -25,10 +25,24 @@ MODELS = [pytest.param(BC26, id="bc26"), pytest.param(BC660K, id="bc660k")]
 
 
 @pytest.mark.parametrize("module", MODELS)
-@pytest.mark.parametrize("dataformat", ["hex", "text"])
+@pytest.mark.parametrize(
+    ("dataformat", "send_hex", "recv_hex"),
+    [
+        pytest.param("hex", True, True, id="hex"),
+        pytest.param("text", False, False, id="text"),
+        pytest.param("{send: text, recv: hex}", False, True, id="text-send-hex-recv"),
+        pytest.param("{send: hex, recv: text}", True, False, id="hex-send-text-recv"),
+    ],
+)
 @pytest_twisted.ensureDeferred
 async def test_binary_round_trip_in_the_modules_largest_chunks(
-    rig_dir: Path, pki: Pki, echo_server: RunningServer, module: ModuleProfile, dataformat: str
+    rig_dir: Path,
+    pki: Pki,
+    echo_server: RunningServer,
+    module: ModuleProfile,
+    dataformat: str,
+    send_hex: bool,
+    recv_hex: bool,
 ) -> None:
     rig = BridgeRig(rig_dir, pki, module=module)
     cid = module.connect_ids[-1]
@@ -37,8 +51,12 @@ async def test_binary_round_trip_in_the_modules_largest_chunks(
         data = os.urandom(60_000)
         sends_before = rig.emulator.stats.sends
         assert await rig.roundtrip(cid, data) == data
-        # Coalesced into the module's largest sends (1024 on a BC660K even in hex).
-        chunk = module.max_send(dataformat == "hex")
+        # Written as "dataformat",<send>,<recv>: the module holds each direction's format.
+        settings = rig.emulator.sockets[cid].settings
+        assert (settings.send_hex, settings.recv_hex) == (send_hex, recv_hex)
+        # Coalesced into the module's largest sends in the send format (1460 text on a
+        # BC26, 1024 either way on a BC660K).
+        chunk = module.max_send(send_hex)
         sends = rig.emulator.stats.sends - sends_before
         assert math.ceil(len(data) / chunk) <= sends <= math.ceil(len(data) / chunk) + 5
         stats = rig.bridge(cid).stats
