@@ -33,11 +33,6 @@ from bridged.module_profile import BC26, ModuleProfile
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
 
-# The default module's ids (bridged.module_profile is their one definition); a decoder
-# uses those of the profile it was given.
-CONTEXT_ID = BC26.context_id
-CONNECT_IDS = BC26.connect_ids
-
 
 class DataFormat(Enum):
     """How payload bytes travel on the serial line (QSSLCFG "dataformat")."""
@@ -432,9 +427,8 @@ def _find_line_end(buf: bytes | bytearray) -> int:
     return min(cr, lf)
 
 
-def _classify(
-    line: bytes, context_id: int = CONTEXT_ID, connect_ids: Collection[int] = CONNECT_IDS
-) -> Event:
+def _classify(line: bytes, context_id: int, connect_ids: Collection[int]) -> Event:
+    """One complete line as an event; socket URCs count only for the module's ids."""
     line = line.rstrip(b" ")
     if line == b"OK":
         return FinalResult(ok=True)

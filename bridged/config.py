@@ -36,7 +36,6 @@ import jsonschema
 import yaml
 
 from bridged.module_profile import (
-    BC26,
     MODEL_CHOICES,
     ModuleProfile,
     ModuleProfileError,
@@ -45,7 +44,6 @@ from bridged.module_profile import (
 )
 
 __all__ = [
-    "CONTEXT_ID",
     "Backoff",
     "Config",
     "ConfigError",
@@ -70,9 +68,6 @@ __all__ = [
     "module_profile",
     "parse_config",
 ]
-
-# The default module's SSL context (bridged.module_profile defines each model's).
-CONTEXT_ID: Final = BC26.context_id
 
 DataFormat = Literal["hex", "text"]
 
