@@ -24,7 +24,6 @@ the next line end. Buffers are bounded: a line longer than ``max_line`` is disca
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -137,17 +136,32 @@ class BootSign:
     text: str
 
 
+#: The default module's (BC26) sockets; a decoder's damage touches its profile's.
+ALL_SOCKETS: tuple[int, ...] = BC26.connect_ids
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolError:
     """Bytes that break the dialect. Reported, counted, never fatal.
 
     ``connect_id`` names the socket whose received data was lost, when the broken bytes
-    were a recv URC for a known socket: its client has a gap in its stream.
+    were a recv URC for a known socket: its client has a gap in its stream. ``touches``
+    names every socket whose stream the damage could have touched when it cannot be
+    attributed to one (a damaged URC prefix or connectID, a line that may have been a
+    recv, a text-format length that may have swallowed other lines).
     """
 
     kind: str
     detail: str
     connect_id: int | None = None
+    touches: tuple[int, ...] = ()
+
+    @property
+    def sockets(self) -> tuple[int, ...]:
+        """The sockets whose received stream this damage breaks."""
+        if self.connect_id is not None:
+            return (self.connect_id,)
+        return self.touches
 
 
 Urc = RecvUrc | ClosedUrc | OpenResult | SendResult | CloseResult | BootSign
@@ -197,6 +211,7 @@ class ATDecoder:
         self.profile = profile
         self.context_id = profile.context_id
         self.connect_ids = frozenset(profile.connect_ids)
+        self.all_sockets: tuple[int, ...] = profile.connect_ids
         self._max_recv = {f: profile.max_recv(f is DataFormat.HEX) for f in DataFormat}
         self._formats: dict[int, DataFormat] = dict.fromkeys(profile.connect_ids, DataFormat.HEX)
 
@@ -247,7 +262,11 @@ class ATDecoder:
             if end < 0:
                 if len(buf) > self.max_line:
                     events.append(
-                        ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
+                        ProtocolError(
+                            "line_too_long",
+                            f"line longer than {self.max_line} bytes",
+                            touches=self.all_sockets,
+                        )
                     )
                     buf.clear()
                     self._skipping_line = True
@@ -256,10 +275,14 @@ class ATDecoder:
             del buf[: end + 1]
             if len(line) > self.max_line:
                 events.append(
-                    ProtocolError("line_too_long", f"line longer than {self.max_line} bytes")
+                    ProtocolError(
+                        "line_too_long",
+                        f"line longer than {self.max_line} bytes",
+                        touches=self.all_sockets,
+                    )
                 )
                 continue
-            events.append(_classify(line, self.context_id, self.connect_ids))
+            events.append(_classify(line, self.context_id, self.all_sockets))
         return events
 
     # -- the pieces of feed()
@@ -281,7 +304,9 @@ class ATDecoder:
             # Incomplete, or broken: broken once a line end or the size limit is reached.
             if _find_line_end(window) < 0 and len(window) < _RECV_HEADER_MAX:
                 return False
-            events.append(ProtocolError("bad_recv_header", _show(bytes(buf[:60]))))
+            events.append(
+                ProtocolError("bad_recv_header", _show(bytes(buf[:60])), touches=self.all_sockets)
+            )
             del buf[: len(_RECV_PREFIX)]
             self._skipping_line = True
             return True
@@ -290,7 +315,9 @@ class ATDecoder:
         if context_id != self.context_id or connect_id not in self.connect_ids:
             events.append(
                 ProtocolError(
-                    "bad_recv_header", f"unknown socket {context_id},{connect_id} in recv URC"
+                    "bad_recv_header",
+                    f"unknown socket {context_id},{connect_id} in recv URC",
+                    touches=self.all_sockets,  # which digit was hit is unknown
                 )
             )
             self._skipping_line = True
@@ -395,7 +422,7 @@ class ATDecoder:
                     "bad_recv_data",
                     f"text recv on socket {pending.connect_id}: no closing quote after "
                     f"{pending.length} bytes",
-                    pending.connect_id,
+                    touches=self.all_sockets,
                 )
             )
             self._skipping_line = True
@@ -427,7 +454,7 @@ def _find_line_end(buf: bytes | bytearray) -> int:
     return min(cr, lf)
 
 
-def _classify(line: bytes, context_id: int, connect_ids: Collection[int]) -> Event:
+def _classify(line: bytes, context_id: int, connect_ids: tuple[int, ...]) -> Event:
     """One complete line as an event; socket URCs count only for the module's ids."""
     line = line.rstrip(b" ")
     if line == b"OK":
@@ -454,10 +481,28 @@ def _classify(line: bytes, context_id: int, connect_ids: Collection[int]) -> Eve
                 context_id_s, connect_id_s = closed.groups()
                 if int(context_id_s) == context_id and int(connect_id_s) in connect_ids:
                     return ClosedUrc(int(connect_id_s))
-            return ProtocolError("bad_urc", _show(line))
+            return ProtocolError("bad_urc", _show(line), touches=tuple(connect_ids))
+        if not line.startswith(_KNOWN_INFO_PREFIXES):
+            # "+QSSLURB:", "+QSSLURC " ...: a URC with a damaged prefix (a recv or a close).
+            return ProtocolError("bad_urc", _show(line), touches=tuple(connect_ids))
     if line in _BOOT_SIGNS:
         return BootSign(line.decode("latin-1"))
+    if not line.startswith(_KNOWN_INFO_PREFIXES) and _DAMAGED_URC.search(line):
+        # "+QSSLURC" hit further in ('"reCv"', '"clo5ed"', a damaged '+'): could have been
+        # any socket's data or close.
+        return ProtocolError("bad_urc", _show(line), touches=tuple(connect_ids))
     return InfoLine(line.decode("latin-1"))
+
+
+# Info lines the module sends in replies; any other "+QSSL..." line is a damaged URC.
+_KNOWN_INFO_PREFIXES = (
+    b"+QSSLCFG:",
+    b"+QSSLSTATE:",
+    b"+QSSLOPEN:",  # these three: answers to test commands ("=?"), or damaged results
+    b"+QSSLSEND:",
+    b"+QSSLCLOSE:",
+)
+_DAMAGED_URC = re.compile(rb'QSSL|SSLURC|URC: "|"(?i:recv|closed)"|"[a-z]{3,6}",1,[0-5],')
 
 
 def _show(data: bytes) -> str:

@@ -10,7 +10,7 @@ time. Counters live here as plain numbers; the metrics module reads them at scra
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +23,7 @@ from bridged.at_codec import DataFormat
 from bridged.at_engine import ATError
 from bridged.channel import (
     Action,
+    AttachHeldClient,
     CancelTimer,
     Channel,
     ChannelState,
@@ -30,8 +31,10 @@ from bridged.channel import (
     CloseSocket,
     CountRxDropped,
     CountTxLost,
+    CountTxSent,
     DataReady,
     DeliverToClient,
+    HoldClient,
     Ignored,
     OpenSocket,
     PauseClient,
@@ -41,6 +44,8 @@ from bridged.channel import (
     ResumeClient,
     StartTimer,
     StateChanged,
+    StreamBroken,
+    Timeouts,
 )
 from bridged.config import SocketConfig
 from bridged.listener import ClientConnection, ClientFactory
@@ -63,6 +68,8 @@ class SocketStats:
     client_connections: Counter[str] = field(default_factory=Counter)  # by outcome
     send_failures: int = 0
     rx_corrupted_urcs: int = 0  # recv URCs for this socket that arrived garbled
+    # Connections we ended because the stream could not go on whole, by StreamBroken label.
+    streams_broken: Counter[str] = field(default_factory=Counter)
     # For `bridged status` (wall-clock seconds from the reactor):
     state_since: float | None = None  # when the SSL connection entered its current state
     client_since: float | None = None  # when the attached client connected
@@ -74,7 +81,8 @@ class SocketStats:
 
 
 class SocketBridge:
-    """One SSL socket exposed as one local TCP listener."""
+    """One SSL socket exposed as one local TCP listener. Carries out what its channel
+    says; decides nothing itself."""
 
     def __init__(
         self,
@@ -106,14 +114,22 @@ class SocketBridge:
             ),
             max_chunk=self.data_format.max_send,
             rng=rng or random.Random(),
+            timeouts=Timeouts(
+                idle=config.effective_idle_timeout,
+                half_close=config.half_close_timeout,
+                handover_wait=config.handover_wait,
+            ),
         )
         self.stats = SocketStats(state_since=clock.seconds())
         self.qssl: QsslClient | None = None
         self.client: ClientConnection | None = None
+        self.held: ClientConnection | None = None  # a client waiting for the attached one
         self.port: IListeningPort | None = None
         self._timers: dict[str, IDelayedCall] = {}
         self._data_ready = data_ready
-        self._refusing = False
+        self._inbox: deque[Callable[[], list[Action]]] = deque()
+        self._applying = False
+        self._closed_waiters: list[defer.Deferred[None]] = []
 
     @property
     def label(self) -> str:
@@ -122,7 +138,11 @@ class SocketBridge:
     # ------------------------------------------------------------------ listening
 
     def listen(self) -> None:
-        factory = ClientFactory(self, stall_limit=max(self.config.queue.recv_buffer_bytes, 1))
+        factory = ClientFactory(
+            self,
+            stall_limit=max(self.config.queue.recv_buffer_bytes, 1),
+            clock=self.clock,
+        )
         host = self.config.listen.host
         self.port = self.reactor.listenTCP(
             self.config.listen.port,
@@ -147,66 +167,102 @@ class SocketBridge:
             self._on_recv, self._on_remote_closed, self._on_recv_lost
         )
 
+    def detach(self) -> None:
+        """Stop hearing this socket's URCs (it was retired)."""
+        qssl = self.qssl
+        if qssl is not None and qssl.listeners.get(self.connect_id) is not None:
+            listener = qssl.listeners[self.connect_id]
+            if getattr(listener.on_recv, "__self__", None) is self:
+                del qssl.listeners[self.connect_id]
+
     def module_ready(self) -> None:
         if self.qssl is not None:
             # Chunks as large as this module takes (its profile, known once identified).
             self.channel.set_max_chunk(
                 self.qssl.profile.max_send(self.data_format is DataFormat.HEX)
             )
-        self._apply(self.channel.module_ready())
+        self._feed(self.channel.module_ready)
 
     def module_lost(self, reason: str) -> None:
-        self._apply(self.channel.module_lost(reason))
+        self._feed(lambda: self.channel.module_lost(reason))
+
+    def retire(self, reason: str) -> defer.Deferred[None]:
+        """Take the socket out of service through its channel; fires once its SSL
+        connection is closed (a new socket on the same connectID may open then)."""
+        done = self.when_closed()
+        self._feed(lambda: self.channel.retire(reason))
+        self._notify_if_closed()
+        return done
+
+    def when_closed(self) -> defer.Deferred[None]:
+        """Fires once this retired socket's SSL connection is closed."""
+        done: defer.Deferred[None] = defer.Deferred()
+        self._closed_waiters.append(done)
+        self._notify_if_closed()
+        return done
 
     def _on_recv(self, data: bytes) -> None:
         self.stats.rx_bytes += len(data)
-        self._apply(self.channel.recv(data))
+        self._feed(lambda: self.channel.recv(data))
 
     def _on_recv_lost(self, reason: str) -> None:
-        # Bytes the module received for this socket were garbled on the serial line. Only
-        # counted: disconnecting the client alone is not enough (a persistent socket's next
-        # client would inherit the rest of the broken stream); see docs/bad-input.md.
+        # Data that was (or may have been) this socket's was damaged on the serial line:
+        # the channel ends the stream rather than let its client read past a hole.
         self.stats.rx_corrupted_urcs += 1
         log.warn(
-            "{label}: received data lost on the serial line ({reason})",
+            "{label}: received data damaged on the serial line ({reason})",
             label=self.label,
             reason=reason,
         )
+        self._feed(lambda: self.channel.recv_damaged(reason))
 
     def _on_remote_closed(self) -> None:
         self.stats.remote_closes += 1
         log.info("{label}: closed by the network", label=self.label)
-        self._apply(self.channel.remote_closed())
+        self._feed(self.channel.remote_closed)
 
     # ------------------------------------------------------------------ client side
 
     def client_connected(self, client: ClientConnection) -> bool:
-        self._refusing = False
-        previous = self.client
-        self.client = client
         actions = self.channel.client_connected()
-        refused = any(isinstance(a, RefuseClient) for a in actions)
-        if refused:
-            self.client = previous
-            self.stats.client_connections["refused"] += 1
-            log.warn(
-                "{label}: refused client {peer}: {reason}",
+        refusal = next((a for a in actions if isinstance(a, RefuseClient)), None)
+        if refusal is not None:
+            self._count_refusal(client, refusal.reason)
+            return False
+        if any(isinstance(a, HoldClient) for a in actions):
+            self.held = client
+            client.pause_reading()
+            log.info(
+                "{label}: client {peer} waits for the previous one to leave",
                 label=self.label,
                 peer=client.peer,
-                reason=next(a.reason for a in actions if isinstance(a, RefuseClient)),
             )
-        else:
-            self.stats.client_connections["accepted"] += 1
-            self.stats.client_since = self.clock.seconds()
-            log.info("{label}: client {peer} connected", label=self.label, peer=client.peer)
-        self._apply([a for a in actions if not isinstance(a, RefuseClient)])
-        return not refused
+            self._apply(actions)
+            return True
+        # A half-closed client yielding its place is closed first (CloseClient); the
+        # actions after it are the new client's.
+        yielded = max(
+            (i + 1 for i, a in enumerate(actions) if isinstance(a, CloseClient)), default=0
+        )
+        self._apply(actions[:yielded])
+        self._set_client(client)
+        self._apply(actions[yielded:])
+        return True
 
     def client_data(self, client: ClientConnection, data: bytes) -> None:
         if client is self.client:
-            self._apply(self.channel.client_data(data))
+            self._feed(lambda: self.channel.client_data(data))
+
+    def client_eof(self, client: ClientConnection) -> None:
+        if client is self.client:
+            log.info("{label}: client {peer} half-closed", label=self.label, peer=client.peer)
+            self._feed(self.channel.client_eof)
 
     def client_closed(self, client: ClientConnection, reason: str) -> None:
+        if client is self.held:
+            self.held = None
+            self._feed(self.channel.held_client_left)
+            return
         if client is not self.client:
             return
         self.client = None
@@ -216,37 +272,69 @@ class SocketBridge:
             peer=client.peer,
             reason=reason,
         )
-        self._apply(self.channel.client_closed())
+        self._feed(self.channel.client_closed)
 
     def close_client(self, reason: str) -> None:
-        """Used at shutdown: close the client as if the channel had said so."""
-        if self.client is not None:
-            client, self.client = self.client, None
-            client.close()
-            log.info("{label}: closed client ({reason})", label=self.label, reason=reason)
+        """Used at shutdown: close the clients as if the channel had said so."""
+        for client in (self.client, self.held):
+            if client is not None:
+                client.close()
+                log.info("{label}: closed client ({reason})", label=self.label, reason=reason)
+        self.client = self.held = None
+
+    def _set_client(self, client: ClientConnection) -> None:
+        self.client = client
+        self.stats.client_since = self.clock.seconds()
+        self.stats.client_connections["accepted"] += 1
+        log.info("{label}: client {peer} connected", label=self.label, peer=client.peer)
+
+    def _count_refusal(self, client: ClientConnection, reason: str) -> None:
+        self.stats.client_connections["refused"] += 1
+        log.warn(
+            "{label}: refused client {peer}: {reason}",
+            label=self.label,
+            peer=client.peer,
+            reason=reason,
+        )
 
     # ------------------------------------------------------------------ send path
 
-    def take_chunk(self) -> bytes:
-        return self.channel.next_chunk()
+    def take_chunk(self) -> tuple[bytes, int]:
+        """The next chunk and the epoch it belongs to."""
+        chunk = self.channel.next_chunk()
+        return chunk, self.channel.epoch
 
-    def send_done(self, n: int) -> None:
-        actions = self.channel.send_done(n)
-        if not all(isinstance(a, Ignored) for a in actions) or not actions:
-            self.stats.tx_bytes += n  # confirmed, and the channel still counted them as ours
-        self._apply(actions)
+    def send_done(self, n: int, epoch: int) -> None:
+        self._feed(lambda: self.channel.send_done(n, epoch))
 
-    def send_failed(self, reason: str) -> None:
+    def send_failed(self, reason: str, epoch: int) -> None:
         self.stats.send_failures += 1
         self.stats.error(f"send failed: {reason}", self.clock.seconds())
         log.warn("{label}: send failed: {reason}", label=self.label, reason=reason)
-        self._apply(self.channel.send_failed(reason))
+        self._feed(lambda: self.channel.send_failed(reason, epoch))
 
     # ------------------------------------------------------------------ actions
+
+    def _feed(self, event: Callable[[], list[Action]]) -> None:
+        """Give the channel one input and carry out its actions. An input caused while
+        actions are being carried out (a synchronous result) waits its turn, so actions
+        run in the order the channel returned them."""
+        self._inbox.append(event)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._inbox:
+                self._apply(self._inbox.popleft()())
+        finally:
+            self._applying = False
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             self._do(action)
+
+    def _error(self, text: str) -> None:
+        self.stats.error(text, self.clock.seconds())
 
     def _do(self, action: Action) -> None:
         if isinstance(action, DeliverToClient):
@@ -261,9 +349,9 @@ class SocketBridge:
             if self.client is not None:
                 self.client.resume_reading()
         elif isinstance(action, OpenSocket):
-            self._open()
+            self._open(action.epoch)
         elif isinstance(action, CloseSocket):
-            self._close()
+            self._close(action.epoch)
         elif isinstance(action, CloseClient):
             if self.client is not None:
                 client, self.client = self.client, None
@@ -274,6 +362,20 @@ class SocketBridge:
                     reason=action.reason,
                 )
                 client.close()
+        elif isinstance(action, AttachHeldClient):
+            held, self.held = self.held, None
+            if held is not None:
+                self._set_client(held)
+                held.resume_reading()
+        elif isinstance(action, RefuseClient):
+            # Only a held client is refused later; one just arriving is refused in
+            # client_connected.
+            held, self.held = self.held, None
+            if held is not None:
+                self._count_refusal(held, action.reason)
+                held.close()
+        elif isinstance(action, HoldClient):
+            pass  # done in client_connected, which knows the connection
         elif isinstance(action, StartTimer):
             self._cancel_timer(action.name)
             self._timers[action.name] = self.clock.callLater(
@@ -281,6 +383,8 @@ class SocketBridge:
             )
         elif isinstance(action, CancelTimer):
             self._cancel_timer(action.name)
+        elif isinstance(action, CountTxSent):
+            self.stats.tx_bytes += action.n
         elif isinstance(action, CountRxDropped):
             self.stats.rx_dropped_bytes += action.n
             log.warn(
@@ -297,6 +401,15 @@ class SocketBridge:
                 n=action.n,
                 reason=action.reason,
             )
+        elif isinstance(action, StreamBroken):
+            self.stats.streams_broken[action.label] += 1
+            self._error(f"{action.label}: {action.detail}")
+            log.warn(
+                "{label}: ending the connection ({why}: {detail})",
+                label=self.label,
+                why=action.label.replace("_", " "),
+                detail=action.detail,
+            )
         elif isinstance(action, StateChanged):
             self.stats.state_since = self.clock.seconds()
             log.info(
@@ -306,6 +419,8 @@ class SocketBridge:
                 new=action.new.name.lower(),
                 reason=action.reason,
             )
+            if action.new is ChannelState.CLOSED:
+                self._notify_if_closed()
         elif isinstance(action, Ignored):
             log.debug(
                 "{label}: ignored {event}: {reason}",
@@ -313,12 +428,18 @@ class SocketBridge:
                 event=action.event,
                 reason=action.reason,
             )
-        elif isinstance(action, RefuseClient):  # handled in client_connected
-            pass
+
+    def _notify_if_closed(self) -> None:
+        if self.channel.state is ChannelState.CLOSED and self.channel.retired:
+            self.cancel_timers()
+            self.detach()
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)
-        self._apply(self.channel.timer_fired(name))
+        self._feed(lambda: self.channel.timer_fired(name))
 
     def _cancel_timer(self, name: str) -> None:
         timer = self._timers.pop(name, None)
@@ -329,17 +450,17 @@ class SocketBridge:
         for name in list(self._timers):
             self._cancel_timer(name)
 
-    def _open(self) -> None:
+    def _open(self, epoch: int) -> None:
         qssl = self.qssl
         if qssl is None:
-            self._apply(self.channel.open_error("serial port not open"))
+            self._feed(lambda: self.channel.open_error("serial port not open", epoch))
             return
         remote = self.config.remote
         d = defer.Deferred.fromCoroutine(qssl.open(self.connect_id, remote.host, remote.port))
 
         def opened(_: object) -> None:
             self.stats.opens["ok"] += 1  # logged by the state change: opening -> open
-            self._apply(self.channel.open_result(0))
+            self._feed(lambda: self.channel.open_result(0, epoch))
 
         def failed(failure: Failure) -> None:
             error = failure.value
@@ -349,33 +470,30 @@ class SocketBridge:
             if isinstance(error, QsslError):
                 self.stats.opens[error.name] += 1
                 log.warn("{label}: {error}", label=self.label, error=error)
-                if error.code is not None:
-                    self._apply(self.channel.open_result(error.code))
+                code = error.code
+                if code is not None:
+                    self._feed(lambda: self.channel.open_result(code, epoch))
                 else:
-                    # No result (a timeout, or ERROR): the module may still finish the
-                    # open later. Close it first, so the retry does not meet -6.
-                    closing = defer.Deferred.fromCoroutine(qssl.close(self.connect_id))
-                    closing.addErrback(lambda _: None)
-                    self._apply(self.channel.open_error(str(error)))
+                    self._feed(lambda: self.channel.open_error(str(error), epoch))
             elif isinstance(error, ATError):
-                self._apply(self.channel.open_error(str(error)))
+                self._feed(lambda: self.channel.open_error(str(error), epoch))
             else:
                 log.failure("{label}: open crashed", failure, label=self.label)
-                self._apply(self.channel.open_error(repr(error)))
+                self._feed(lambda: self.channel.open_error(repr(error), epoch))
 
         d.addCallbacks(opened, failed)
 
-    def _close(self) -> None:
+    def _close(self, epoch: int) -> None:
         qssl = self.qssl
         if qssl is None:
-            self._apply(self.channel.close_done())
+            self._feed(lambda: self.channel.close_done(epoch))
             return
         d = defer.Deferred.fromCoroutine(qssl.close(self.connect_id))
 
         def closed(result: object) -> None:
             if isinstance(result, Failure):
                 log.info("{label}: close: {why}", label=self.label, why=result.getErrorMessage())
-            self._apply(self.channel.close_done())
+            self._feed(lambda: self.channel.close_done(epoch))
 
         d.addBoth(closed)
 
@@ -385,13 +503,20 @@ class SocketBridge:
 
 
 class SendPump:
-    """Runs one AT+QSSLSEND at a time, taking turns among sockets with data."""
+    """Runs one AT+QSSLSEND at a time, taking turns among sockets with data. One pump
+    lives as long as the daemon: a reload changes its sockets in place, so a send in
+    flight still holds the line and its result still reaches the socket it came from."""
 
     def __init__(self, bridges: list[SocketBridge]) -> None:
-        self.bridges = {b.connect_id: b for b in bridges}
-        self.scheduler: Scheduler[Channel] = Scheduler([b.channel for b in bridges])
+        self.bridges: dict[int, SocketBridge] = {}
+        self.scheduler: Scheduler[Channel] = Scheduler([])
         self.qssl: QsslClient | None = None
         self.chunks_sent = 0
+        self.set_bridges(bridges)
+
+    def set_bridges(self, bridges: list[SocketBridge]) -> None:
+        self.bridges = {b.connect_id: b for b in bridges}
+        self.scheduler.set_channels([b.channel for b in bridges])
 
     def kick(self) -> None:
         qssl = self.qssl
@@ -401,12 +526,12 @@ class SendPump:
         if channel is None:
             return
         bridge = self.bridges[channel.connect_id]
-        chunk = bridge.take_chunk()
+        chunk, epoch = bridge.take_chunk()
         try:
             accepted, confirmed = qssl.send(bridge.connect_id, chunk, bridge.data_format)
         except Exception as e:  # the channel handed out a chunk it should not have
             self.scheduler.done()
-            bridge.send_failed(f"cannot send: {e}")
+            bridge.send_failed(f"cannot send: {e}", epoch)
             return
         self.chunks_sent += 1
 
@@ -415,10 +540,10 @@ class SendPump:
             self.kick()
 
         def sent(_: object) -> None:
-            bridge.send_done(len(chunk))
+            bridge.send_done(len(chunk), epoch)
 
         def not_sent(failure: Failure) -> None:
-            bridge.send_failed(failure.getErrorMessage())
+            bridge.send_failed(failure.getErrorMessage(), epoch)
 
         accepted.addBoth(line_free)
         confirmed.addCallbacks(sent, not_sent)

@@ -2,8 +2,8 @@
 
 Sans-IO, like h11: no reactor, no sockets, no clock. Every input is a method call that
 returns a list of actions (frozen dataclasses below); the Twisted glue executes them in
-order. The channel decides *what* happens to the socket, the TCP client and the bytes in
-between; the glue decides *how*.
+order and decides nothing. The channel decides *what* happens to the socket, the TCP
+client and the bytes in between; the glue only carries it out.
 
 States of the SSL connection (``ChannelState``, an IntEnum: metrics export the numbers)::
 
@@ -11,17 +11,25 @@ States of the SSL connection (``ChannelState``, an IntEnum: metrics export the n
       +--------+ -----------------> +---------+ -------------> +------+
       | CLOSED |                    | OPENING |                | OPEN |
       +--------+ <----------------- +---------+                +------+
-        ^    ^    open failed: StartTimer('reopen'),             |  |
-        |    |    then OpenSocket when it fires                  |  | CloseSocket
-        |    |                                                   |  | (all flushed,
-        |    |                                  +---------+      |  |  or a send failed)
+        ^    ^    open failed: StartTimer('reopen'),   |          |  |
+        |    |    then OpenSocket when it fires        |          |  | CloseSocket
+        |    |                      open failed with no result  |  | (all flushed, a send
+        |    |                      or -6: CloseSocket first     |  |  failed, damaged data,
+        |    |                                         v          |  |  idle, retired)
+        |    |                                  +---------+      |  |
         |    +------------- close_done() ------ | CLOSING | <----|--+
         |                                       +---------+      |
         +------- remote_closed(): "closed" URC, no CloseSocket --+
 
-``module_lost()`` takes any state straight to CLOSED. Besides the state, two flags:
-``module_is_ready`` (nothing opens while the module is not ready) and ``reopen_pending``
-(CLOSED, waiting for the 'reopen' timer of the backoff).
+``module_lost()`` takes any state straight to CLOSED. ``retire()`` takes the channel out of
+service for good (a reload changed or removed its socket).
+
+Epochs: every ``OpenSocket`` starts a new epoch (one per SSL connection); ``OpenSocket``,
+``CloseSocket`` and each chunk taken by ``next_chunk()`` carry the epoch they belong to
+(``channel.epoch`` right after ``next_chunk()``), and every result is reported with it. A
+result whose epoch is not the current one, or that the channel no longer waits for, is
+stale: it changes nothing and returns ``[Ignored(...)]``. So results may arrive in any
+order, late, or after the module was lost and found again: the glue just forwards them.
 
 Modes:
 
@@ -32,39 +40,41 @@ Modes:
   Open failures are retried ``open_retries`` times with backoff, then the client is closed.
 - ``persistent``: the socket is opened when the module is ready and reopened with backoff,
   forever. Clients attach to and detach from it; received bytes that arrive while no
-  client is attached are buffered (bounded) for the next client.
+  client is attached are buffered (bounded) for the next client, only while the same SSL
+  connection lasts.
+
+A client behaves as with a plain TCP peer:
+
+- ``client_eof()`` (half-close): its bytes are still sent and the connection keeps
+  delivering the server's bytes until the remote closes (the client gets EOF) or no
+  traffic passed for ``half_close_timeout`` seconds. A client that half-closes without
+  having sent anything is taken as gone (a closed socket looks the same on the wire: a
+  readiness probe must not keep the next client waiting).
+- A client arriving while another is attached is held (``HoldClient``) for up to
+  ``handover_wait`` seconds: when the attached one leaves, it is attached
+  (``AttachHeldClient``); otherwise it is refused.
 
 What happens to bytes (the invariants the tests check):
 
-- Every byte a client wrote is either confirmed by a successful send or its client got
-  ``CloseClient``; bytes that can no longer be sent are reported by ``CountTxLost`` (also for
-  a client that already left). Nothing is dropped silently.
-- A broken stream closes the client, in both modes: when the SSL connection ends other than
-  by our own orderly close (``remote_closed``, a failed send, module lost), its attached
-  client is closed. A persistent channel reconnects underneath, but the client's protocol
-  state (a login, an MQTT session, a half-sent request) died with the old TLS session, so
-  keeping the client attached to a fresh connection would lie to it. The app reconnects.
+- Every byte a client wrote is either confirmed by a successful send (``CountTxSent``) or
+  its client got ``CloseClient``; bytes that can no longer be sent are reported by
+  ``CountTxLost`` (also for a client that already left). Nothing is dropped silently.
+- A stream never has a hole and never splices two SSL connections. When the SSL connection
+  ends other than by our own orderly close, or its received data was damaged
+  (``recv_damaged``), or the persistent buffer would overflow, the attached client is
+  closed and the connection is closed too (``StreamBroken`` says why). A persistent
+  channel reconnects underneath; the client's protocol state died with the old TLS
+  session, so the app reconnects.
 - Received bytes reach the client in order, exactly once; bytes that cannot be delivered
   or buffered are reported by ``CountRxDropped``.
 - Flow control: ``PauseClient`` when the unconfirmed bytes reach ``send_max_bytes``,
   ``ResumeClient`` when they fall to half of it (the glue stops reading the TCP client).
+- ``idle_timeout``: an open connection with no traffic either way for that long is closed
+  (its client gets EOF).
 
-Stale inputs (a result for an operation the channel no longer waits for, e.g. after
-``module_lost``) change nothing and return ``[Ignored(...)]`` for the log.
-
-Contract with the glue:
-
-- Forward client events only from the attached client's connection: after ``CloseClient``
-  or ``RefuseClient`` that TCP connection's later events must not reach the channel.
-- Stale results must not outlive what voided them: results of operations started before
-  ``module_lost()`` may arrive while the module is not ready (ignored), never after the
-  next ``module_ready()``; a send pending when ``remote_closed()`` is called must be
-  failed right after it (ignored), before anything else reaches the channel. A result
-  that arrived later could be taken for the next connection's.
-- Send path: on ``DataReady`` (and after ``Scheduler.done()``) ask the scheduler for a
-  channel, send ``channel.next_chunk()``, report ``send_done(len(chunk))`` or
-  ``send_failed(reason)`` when the ``+QSSLSEND`` result is in.
-- ``CloseClient``: close the TCP connection after writing all data delivered so far (EOF).
+The glue forwards client events only from the attached client's connection (after
+``CloseClient`` or ``RefuseClient`` that TCP connection's later events must not reach the
+channel), and the held client's departure as ``held_client_left()``.
 """
 
 from __future__ import annotations
@@ -72,15 +82,18 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Concatenate, Literal, ParamSpec
 
 from bridged.backoff import Backoff
 
 __all__ = [
+    "HANDOVER_TIMER",
+    "IDLE_TIMER",
     "REOPEN_TIMER",
     "Action",
+    "AttachHeldClient",
     "CancelTimer",
     "Channel",
     "ChannelState",
@@ -88,8 +101,10 @@ __all__ = [
     "CloseSocket",
     "CountRxDropped",
     "CountTxLost",
+    "CountTxSent",
     "DataReady",
     "DeliverToClient",
+    "HoldClient",
     "Ignored",
     "Mode",
     "OpenSocket",
@@ -100,12 +115,20 @@ __all__ = [
     "ResumeClient",
     "StartTimer",
     "StateChanged",
+    "StreamBroken",
+    "Timeouts",
 ]
 
 REOPEN_TIMER = "reopen"
+IDLE_TIMER = "idle"
+HANDOVER_TIMER = "handover"
 
 Mode = Literal["on-demand", "persistent"]
 _MODES: tuple[Mode, ...] = ("on-demand", "persistent")
+
+# The module's code for "state error": the socket is still in use there (an earlier open
+# that we gave up on finished after all). Close it before trying again.
+STATE_ERROR = -6
 
 
 class ChannelState(IntEnum):
@@ -129,17 +152,28 @@ class ReconnectPolicy:
     open_retries: int = 3  # on-demand: retries after the first failed open (0: no retry)
 
 
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    idle: float = 0.0  # close an open connection with no traffic for this long (0: never)
+    half_close: float = 60.0  # ... once its client has half-closed (0: never)
+    handover_wait: float = 2.0  # a new client waits this long for the attached one to leave
+
+
 # --- actions ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class OpenSocket:
-    """Run AT+QSSLOPEN; report ``open_result(err)`` or ``open_error(reason)``."""
+    """Run AT+QSSLOPEN; report ``open_result(err, epoch)`` or ``open_error(reason, epoch)``."""
+
+    epoch: int = field(default=0, compare=False)  # read it; equality is about the action
 
 
 @dataclass(frozen=True, slots=True)
 class CloseSocket:
-    """Run AT+QSSLCLOSE; report ``close_done()`` whatever its outcome."""
+    """Run AT+QSSLCLOSE; report ``close_done(epoch)`` whatever its outcome."""
+
+    epoch: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +190,21 @@ class CloseClient:
 
 @dataclass(frozen=True, slots=True)
 class RefuseClient:
-    """Close the TCP connection that just arrived; the attached client is unaffected."""
+    """Close the TCP connection that just arrived (or was held); the attached client is
+    unaffected."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldClient:
+    """Keep the TCP connection that just arrived, not reading it, until
+    ``AttachHeldClient`` or ``RefuseClient``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttachHeldClient:
+    """The held connection is now the attached client: read it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +252,23 @@ class CountTxLost:
 
 
 @dataclass(frozen=True, slots=True)
+class CountTxSent:
+    """Client bytes confirmed sent by ``+QSSLSEND: 1,<id>,0`` (for the current stream)."""
+
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBroken:
+    """The connection was ended by us because its stream could not go on whole.
+    ``label`` is stable (a metric label): damaged_data, recv_buffer_full, idle_timeout,
+    reconfigured."""
+
+    label: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     old: ChannelState
     new: ChannelState
@@ -226,6 +289,8 @@ Action = (
     | DeliverToClient
     | CloseClient
     | RefuseClient
+    | HoldClient
+    | AttachHeldClient
     | PauseClient
     | ResumeClient
     | StartTimer
@@ -233,6 +298,8 @@ Action = (
     | DataReady
     | CountRxDropped
     | CountTxLost
+    | CountTxSent
+    | StreamBroken
     | StateChanged
     | Ignored
 )
@@ -246,14 +313,21 @@ _P = ParamSpec("_P")
 def _input(
     method: Callable[Concatenate[Channel, _P], list[Action]],
 ) -> Callable[Concatenate[Channel, _P], list[Action]]:
-    """Every input ends the same way: flow control for the client, and a scheduler poke
-    if the input made the channel sendable."""
+    """Every input ends the same way: a held client takes a free place, flow control for
+    the client, the idle timer, and a scheduler poke if the input made the channel
+    sendable."""
 
     @functools.wraps(method)
     def run(channel: Channel, /, *args: _P.args, **kwargs: _P.kwargs) -> list[Action]:
         could_send = channel.sendable() > 0
         actions = method(channel, *args, **kwargs)
+        if channel._held and not channel._client:
+            channel._held = False
+            actions.append(CancelTimer(HANDOVER_TIMER))
+            actions.append(AttachHeldClient())
+            channel._attach(actions)
         channel._update_flow_control(actions)
+        channel._update_idle_timer(actions)
         if not could_send and channel.sendable() > 0:
             actions.append(DataReady())
         return actions
@@ -271,6 +345,7 @@ class Channel:
         reconnect: ReconnectPolicy,
         max_chunk: int,
         rng: random.Random,
+        timeouts: Timeouts = Timeouts(handover_wait=0.0),
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -280,18 +355,29 @@ class Channel:
             raise ValueError(f"open_retries must be >= 0, got {reconnect.open_retries}")
         if max_chunk < 1:
             raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
+        if min(timeouts.idle, timeouts.half_close, timeouts.handover_wait) < 0:
+            raise ValueError(f"bad timeouts: {timeouts}")
         self.connect_id = connect_id
         self.mode: Mode = mode
         self._limits = limits
+        self._timeouts = timeouts
         self._open_retries = reconnect.open_retries
         self._max_chunk = max_chunk
         self._backoff = Backoff(reconnect.initial, reconnect.max, reconnect.jitter, rng)
 
         self._state = ChannelState.CLOSED
+        self._epoch = 0  # of the current (or last) SSL connection; +1 at every OpenSocket
         self._module_ready = False
         self._reopen_pending = False
+        self._retired = False
         self._client = False
+        self._client_eof = False  # the attached client half-closed (shut its write side)
+        self._client_wrote = False  # the attached client sent something
+        self._held = False  # a client waits for the attached one to leave
         self._paused = False
+        # CLOSING after an open that failed without a result, or with -6: once closed,
+        # the failure is handled (retry or give up) with this reason.
+        self._open_failure: str | None = None
         # Client bytes not yet handed out by next_chunk(), oldest first.
         self._queue = bytearray()
         # Size of the chunk handed out and not yet confirmed (0: none in flight).
@@ -301,20 +387,27 @@ class Channel:
         # A client attached meanwhile waits for its own connection; its bytes queue behind.
         self._orphaned = False
         self._orphan_bytes = 0
-        # Persistent only: received bytes waiting for a client.
+        # Persistent only: received bytes of the current connection waiting for a client.
         self._recv_buffer = bytearray()
+        self._idle_timer_delay = 0.0  # the idle timer running (0: none)
+        self._traffic = False  # bytes moved during the current input
 
     def __repr__(self) -> str:
         return (
-            f"<Channel {self.connect_id} {self.mode} {self._state.name}"
+            f"<Channel {self.connect_id} {self.mode} {self._state.name} epoch={self._epoch}"
             f" client={self._client} queued={self.queued_bytes}>"
         )
 
-    # --- read-only view (metrics, scheduler, tests) ---
+    # --- read-only view (metrics, scheduler, status, tests) ---
 
     @property
     def state(self) -> ChannelState:
         return self._state
+
+    @property
+    def epoch(self) -> int:
+        """The current SSL connection's epoch; the chunk just taken belongs to it."""
+        return self._epoch
 
     @property
     def module_is_ready(self) -> bool:
@@ -326,8 +419,20 @@ class Channel:
         return self._reopen_pending
 
     @property
+    def retired(self) -> bool:
+        return self._retired
+
+    @property
     def client_attached(self) -> bool:
         return self._client
+
+    @property
+    def client_half_closed(self) -> bool:
+        return self._client and self._client_eof
+
+    @property
+    def client_held(self) -> bool:
+        return self._held
 
     @property
     def queued_bytes(self) -> int:
@@ -354,8 +459,9 @@ class Channel:
         return self._orphan_bytes if self._orphaned else len(self._queue)
 
     def next_chunk(self) -> bytes:
-        """Take up to ``max_chunk`` sendable bytes as the chunk in flight. Everything
-        queued is coalesced: one full send costs far less serial time than many small."""
+        """Take up to ``max_chunk`` sendable bytes as the chunk in flight (of ``epoch``).
+        Everything queued is coalesced: one full send costs far less serial time than many
+        small."""
         size = min(self._max_chunk, self.sendable())
         if size == 0:
             raise RuntimeError(f"{self!r}: next_chunk() with nothing sendable")
@@ -384,6 +490,7 @@ class Channel:
         actions: list[Action] = []
         self._module_ready = False
         self._set_state(ChannelState.CLOSED, reason, actions)
+        self._open_failure = None
         self._cancel_reopen(actions)
         # Nothing unconfirmed can be confirmed any more, and a waiting client's connection
         # will not come soon: close whoever is attached.
@@ -392,6 +499,7 @@ class Channel:
         self._in_flight = 0
         self._orphaned = False
         self._orphan_bytes = 0
+        self._clear_recv_buffer(reason, actions)
         if self._client:
             self._close_client(reason, actions)
         if lost:
@@ -399,32 +507,98 @@ class Channel:
         self._backoff.reset()
         return actions
 
+    @_input
+    def retire(self, reason: str) -> list[Action]:
+        """Take the socket out of service for good (a reload changed or removed it): its
+        client is disconnected, its unsent bytes counted lost (never sent anywhere else),
+        its connection closed. Nothing opens afterwards; results still in flight are
+        stale."""
+        if self._retired:
+            return [Ignored("retire", "already retired")]
+        self._retired = True
+        actions: list[Action] = []
+        lost = self.queued_bytes
+        self._queue.clear()
+        self._in_flight = 0
+        self._orphaned = False
+        self._orphan_bytes = 0
+        self._clear_recv_buffer(reason, actions)
+        if self._client:
+            self._close_client(reason, actions)
+        if self._held:
+            self._held = False
+            actions.append(CancelTimer(HANDOVER_TIMER))
+            actions.append(RefuseClient(reason))
+        if lost:
+            actions.append(CountTxLost(lost, reason))
+        self._cancel_reopen(actions)
+        if self._state in (ChannelState.OPEN, ChannelState.OPENING):
+            actions.append(StreamBroken("reconfigured", reason))
+            self._close_socket(reason, actions)
+        return actions
+
     # --- client events ---
 
     @_input
     def client_connected(self) -> list[Action]:
-        if self._client:
-            return [RefuseClient(f"connectID {self.connect_id} already has a client")]
-        self._client = True
-        self._paused = False
+        if self._retired:
+            return [RefuseClient(f"connectID {self.connect_id} is being reconfigured")]
         actions: list[Action] = []
-        if self.mode == "persistent":
-            if self._recv_buffer:
-                actions.append(DeliverToClient(bytes(self._recv_buffer)))
-                self._recv_buffer.clear()
-        elif not self._orphaned and self._can_open_now():
-            self._open("client connected", actions)
-        # Otherwise the client waits: for the module, or for the previous client's
-        # connection to finish.
+        if self._client and self._client_eof:
+            self._yield_half_closed_client(actions)
+        if self._client:
+            if self._held or self._timeouts.handover_wait <= 0:
+                return [RefuseClient(f"connectID {self.connect_id} already has a client")]
+            self._held = True
+            return [HoldClient(), StartTimer(HANDOVER_TIMER, self._timeouts.handover_wait)]
+        self._attach(actions)
         return actions
 
     @_input
+    def held_client_left(self) -> list[Action]:
+        """The held TCP connection went away before it was attached."""
+        if not self._held:
+            return [Ignored("held_client_left", "no client held")]
+        self._held = False
+        return [CancelTimer(HANDOVER_TIMER)]
+
+    @_input
     def client_data(self, data: bytes) -> list[Action]:
-        if not self._client:
+        if not self._client or self._client_eof:
             # The glue should not send these; if it does, they are still accounted for.
             return [CountTxLost(len(data), "data from a client that is not attached")]
         self._queue += data
+        self._client_wrote = True
+        self._traffic = True
         return []
+
+    @_input
+    def client_eof(self) -> list[Action]:
+        """The client shut down its write side (half-close): what it wrote is still sent,
+        and it keeps receiving until the remote closes or the connection goes idle."""
+        if not self._client:
+            return [Ignored("client_eof", "no client attached")]
+        if self._client_eof:
+            return [Ignored("client_eof", "already half-closed")]
+        actions: list[Action] = []
+        if not self._client_wrote:
+            # Nothing asked, nothing to answer: at the TCP level a client that closed its
+            # socket looks the same (a readiness probe, say). Treat it as gone, so the
+            # next client is not kept waiting behind it.
+            self._close_client("client closed without sending anything", actions)
+            self._after_client_left(actions)
+            return actions
+        self._client_eof = True
+        if self._held:
+            self._yield_half_closed_client(actions)
+        return actions
+
+    def _yield_half_closed_client(self, actions: list[Action]) -> None:
+        """A half-closed client gives its place to a new one. On the wire it cannot be
+        told from a client that closed its socket for good (the usual case: an app that
+        reconnects at once), and only one client is served at a time."""
+        self._close_client("another client connected after this one half-closed", actions)
+        self._after_client_left(actions)
 
     @_input
     def client_closed(self) -> list[Action]:
@@ -432,36 +606,21 @@ class Channel:
         if not self._client:
             return [Ignored("client_closed", "no client attached")]
         self._client = False
+        self._client_eof = False
         self._paused = False
         actions: list[Action] = []
-        if self.mode == "persistent":
-            return actions  # its queued bytes still go out on the persistent connection
-        if self._orphaned:
-            # It was waiting for its own connection, which never started: nothing of it
-            # was sent, and the connection in progress is not its to use.
-            lost = len(self._queue) - self._orphan_bytes
-            del self._queue[self._orphan_bytes :]
-            if lost:
-                actions.append(CountTxLost(lost, "client left before its connection opened"))
-            return actions
-        # The owner left: flush what it wrote, then close.
-        self._orphaned = True
-        self._orphan_bytes = len(self._queue)
-        if self._state is ChannelState.OPEN:
-            self._close_if_flushed("client left", actions)
-        elif self._state is ChannelState.CLOSED and not self._orphan_bytes:
-            self._session_over(actions)
-        # OPENING: decided by the open result. CLOSED with bytes: the retry timer or the
-        # module becoming ready opens the connection to flush them.
+        self._after_client_left(actions)
         return actions
 
     # --- socket results and URCs ---
 
     @_input
-    def open_result(self, err: int) -> list[Action]:
+    def open_result(self, err: int, epoch: int | None = None) -> list[Action]:
         """``+QSSLOPEN: 1,<id>,<err>``: 0 is success."""
-        if self._state is not ChannelState.OPENING:
-            return [Ignored(f"open_result({err})", f"not opening ({self._state.name})")]
+        if self._state is not ChannelState.OPENING or self._stale(epoch):
+            return [Ignored(f"open_result({err})", self._why_stale("opening", epoch))]
+        if err == STATE_ERROR:
+            return self._close_then_fail(f"open failed: error {err} (state error)")
         if err != 0:
             return self._open_failed(f"open failed: error {err}")
         actions: list[Action] = []
@@ -472,46 +631,51 @@ class Channel:
         return actions
 
     @_input
-    def open_error(self, reason: str) -> list[Action]:
-        """The open command failed without a result code (ERROR, timeout, ...)."""
-        if self._state is not ChannelState.OPENING:
-            return [Ignored("open_error", f"not opening ({self._state.name})")]
-        return self._open_failed(f"open failed: {reason}")
+    def open_error(self, reason: str, epoch: int | None = None) -> list[Action]:
+        """The open command failed without a result code (ERROR, timeout, ...). The module
+        may still finish that open later: it is closed before anything else is tried."""
+        if self._state is not ChannelState.OPENING or self._stale(epoch):
+            return [Ignored("open_error", self._why_stale("opening", epoch))]
+        return self._close_then_fail(f"open failed: {reason}")
 
     @_input
-    def send_done(self, n: int) -> list[Action]:
+    def send_done(self, n: int, epoch: int | None = None) -> list[Action]:
         """``+QSSLSEND: 1,<id>,0`` for the chunk in flight, of ``n`` bytes."""
-        if not self._in_flight:
+        if not self._in_flight or self._stale(epoch):
             return [Ignored("send_done", "no chunk in flight")]
         if n != self._in_flight:
             raise ValueError(f"{self!r}: send_done({n}) for a chunk of {self._in_flight}")
         self._in_flight = 0
-        actions: list[Action] = []
+        self._traffic = True
+        actions: list[Action] = [CountTxSent(n)]
         if self._orphaned:
             self._close_if_flushed("flushed after client left", actions)
         return actions
 
     @_input
-    def send_failed(self, reason: str) -> list[Action]:
+    def send_failed(self, reason: str, epoch: int | None = None) -> list[Action]:
         """The chunk in flight failed (ERROR, err != 0, timeout). How much of it reached the
         TLS stream is unknown, so the stream is broken: close the client and the socket."""
-        if not self._in_flight:
+        if not self._in_flight or self._stale(epoch):
             return [Ignored("send_failed", "no chunk in flight")]
         actions: list[Action] = []
         reason = f"send failed: {reason}"
         self._abandon_stream(reason, actions)
-        self._set_state(ChannelState.CLOSING, reason, actions)
-        actions.append(CloseSocket())
+        self._close_socket(reason, actions)
         return actions
 
     @_input
-    def close_done(self) -> list[Action]:
+    def close_done(self, epoch: int | None = None) -> list[Action]:
         """AT+QSSLCLOSE finished, successfully or not: the socket is closed either way."""
-        if self._state is not ChannelState.CLOSING:
-            return [Ignored("close_done", f"not closing ({self._state.name})")]
+        if self._state is not ChannelState.CLOSING or self._stale(epoch):
+            return [Ignored("close_done", self._why_stale("closing", epoch))]
         actions: list[Action] = []
         self._set_state(ChannelState.CLOSED, "closed", actions)
-        self._after_connection_ended(actions)
+        failure, self._open_failure = self._open_failure, None
+        if failure is not None:
+            actions += self._open_failed(failure)
+        else:
+            self._after_connection_ended(actions)
         return actions
 
     @_input
@@ -532,6 +696,7 @@ class Channel:
         """``+QSSLURC: "recv"``: bytes from the server, in the order the module reports."""
         if not data:
             return []
+        self._traffic = True
         if self._state is not ChannelState.OPEN:
             # A connection this channel has given up (closing after a failed send) or
             # never had (the module kept it across a serial hang-up): its bytes belong to
@@ -542,23 +707,61 @@ class Channel:
         if self.mode == "on-demand":
             # Its client is gone (or a waiting client's connection is not this one).
             return [CountRxDropped(len(data), "no client for this connection")]
-        room = self._limits.recv_buffer_bytes - len(self._recv_buffer)
-        self._recv_buffer += data[:room]
-        if len(data) > room:
-            return [CountRxDropped(len(data) - room, "receive buffer full, no client")]
+        if len(self._recv_buffer) + len(data) > self._limits.recv_buffer_bytes:
+            # Delivering the head and then live data would leave a hole: start over.
+            actions: list[Action] = []
+            detail = f"receive buffer of {self._limits.recv_buffer_bytes} bytes full, no client"
+            self._clear_recv_buffer(detail, actions)
+            actions.append(CountRxDropped(len(data), detail))
+            actions.append(StreamBroken("recv_buffer_full", detail))
+            self._abandon_stream(detail, actions)
+            self._close_socket(detail, actions)
+            return actions
+        self._recv_buffer += data
         return []
 
     @_input
-    def timer_fired(self, name: str) -> list[Action]:
-        if name != REOPEN_TIMER or not self._reopen_pending:
-            return [Ignored(f"timer_fired({name!r})", "no such timer running")]
-        self._reopen_pending = False
-        actions: list[Action] = []
-        if self._can_open_now() and self._wants_connection():
-            self._open("retrying after backoff", actions)
+    def recv_damaged(self, reason: str) -> list[Action]:
+        """Received data for this socket (or data that may have been this socket's) was
+        damaged on the serial line: the stream has a hole, so it ends here."""
+        if self._state is not ChannelState.OPEN:
+            return [Ignored("recv_damaged", f"not open ({self._state.name})")]
+        actions: list[Action] = [StreamBroken("damaged_data", reason)]
+        reason = f"received data damaged: {reason}"
+        self._clear_recv_buffer(reason, actions)
+        self._abandon_stream(reason, actions)
+        self._close_socket(reason, actions)
         return actions
 
+    @_input
+    def timer_fired(self, name: str) -> list[Action]:
+        actions: list[Action] = []
+        if name == REOPEN_TIMER and self._reopen_pending:
+            self._reopen_pending = False
+            if self._can_open_now() and self._wants_connection():
+                self._open("retrying after backoff", actions)
+            return actions
+        if name == HANDOVER_TIMER and self._held:
+            self._held = False
+            return [RefuseClient(f"connectID {self.connect_id} already has a client")]
+        if name == IDLE_TIMER and self._idle_timer_delay and self._state is ChannelState.OPEN:
+            self._idle_timer_delay = 0.0
+            detail = f"no traffic for {self._idle_delay() or 0:g} s"
+            actions.append(StreamBroken("idle_timeout", detail))
+            self._abandon_stream(f"idle: {detail}", actions)
+            self._close_socket(f"idle: {detail}", actions)
+            return actions
+        return [Ignored(f"timer_fired({name!r})", "no such timer running")]
+
     # --- internals ---
+
+    def _stale(self, epoch: int | None) -> bool:
+        return epoch is not None and epoch != self._epoch
+
+    def _why_stale(self, expected: str, epoch: int | None) -> str:
+        if self._stale(epoch):
+            return f"stale: epoch {epoch}, current {self._epoch}"
+        return f"not {expected} ({self._state.name})"
 
     def _set_state(self, new: ChannelState, reason: str, actions: list[Action]) -> None:
         if new is not self._state:
@@ -567,7 +770,10 @@ class Channel:
 
     def _can_open_now(self) -> bool:
         return (
-            self._module_ready and self._state is ChannelState.CLOSED and not self._reopen_pending
+            self._module_ready
+            and not self._retired
+            and self._state is ChannelState.CLOSED
+            and not self._reopen_pending
         )
 
     def _wants_connection(self) -> bool:
@@ -578,10 +784,58 @@ class Channel:
         return self._client
 
     def _open(self, reason: str, actions: list[Action]) -> None:
+        self._epoch += 1
         self._set_state(ChannelState.OPENING, reason, actions)
-        actions.append(OpenSocket())
+        actions.append(OpenSocket(self._epoch))
+
+    def _close_socket(self, reason: str, actions: list[Action]) -> None:
+        self._set_state(ChannelState.CLOSING, reason, actions)
+        actions.append(CloseSocket(self._epoch))
+
+    def _close_then_fail(self, reason: str) -> list[Action]:
+        actions: list[Action] = []
+        self._open_failure = reason
+        self._close_socket(reason, actions)
+        return actions
+
+    def _attach(self, actions: list[Action]) -> None:
+        self._client = True
+        self._client_eof = False
+        self._client_wrote = False
+        self._paused = False
+        if self.mode == "persistent":
+            if self._recv_buffer:
+                actions.append(DeliverToClient(bytes(self._recv_buffer)))
+                self._recv_buffer.clear()
+        elif not self._orphaned and self._can_open_now():
+            self._open("client connected", actions)
+        # Otherwise the client waits: for the module, or for the previous client's
+        # connection to finish.
+
+    def _after_client_left(self, actions: list[Action]) -> None:
+        if self.mode == "persistent":
+            return  # its queued bytes still go out on the persistent connection
+        if self._orphaned:
+            # It was waiting for its own connection, which never started: nothing of it
+            # was sent, and the connection in progress is not its to use.
+            lost = len(self._queue) - self._orphan_bytes
+            del self._queue[self._orphan_bytes :]
+            if lost:
+                actions.append(CountTxLost(lost, "client left before its connection opened"))
+            return
+        # The owner left: flush what it wrote, then close.
+        self._orphaned = True
+        self._orphan_bytes = len(self._queue)
+        if self._state is ChannelState.OPEN:
+            self._close_if_flushed("client left", actions)
+        elif self._state is ChannelState.CLOSED and not self._orphan_bytes:
+            self._session_over(actions)
+        # OPENING: decided by the open result. CLOSED with bytes: the retry timer or the
+        # module becoming ready opens the connection to flush them.
 
     def _schedule_reopen(self, actions: list[Action]) -> None:
+        if self._retired:
+            return
         self._reopen_pending = True
         actions.append(StartTimer(REOPEN_TIMER, self._backoff.next_delay()))
 
@@ -593,13 +847,19 @@ class Channel:
     def _close_client(self, reason: str, actions: list[Action]) -> None:
         actions.append(CloseClient(reason))
         self._client = False
+        self._client_eof = False
         self._paused = False
+
+    def _clear_recv_buffer(self, reason: str, actions: list[Action]) -> None:
+        """The persistent buffer holds only the current connection's bytes."""
+        if self._recv_buffer:
+            actions.append(CountRxDropped(len(self._recv_buffer), f"buffered, then {reason}"))
+            self._recv_buffer.clear()
 
     def _close_if_flushed(self, reason: str, actions: list[Action]) -> None:
         """On-demand, owner gone: once its bytes are all confirmed, close the socket."""
         if self._state is ChannelState.OPEN and not self._orphan_bytes and not self._in_flight:
-            self._set_state(ChannelState.CLOSING, reason, actions)
-            actions.append(CloseSocket())
+            self._close_socket(reason, actions)
 
     def _abandon_stream(self, reason: str, actions: list[Action]) -> None:
         """The connection's byte stream is broken: whatever of it is unconfirmed never will
@@ -624,6 +884,8 @@ class Channel:
     def _open_failed(self, reason: str) -> list[Action]:
         actions: list[Action] = []
         self._set_state(ChannelState.CLOSED, reason, actions)
+        if self._retired:
+            return actions
         if self.mode == "persistent":
             self._schedule_reopen(actions)  # forever; a waiting client keeps waiting
         elif not self._wants_connection():
@@ -638,6 +900,9 @@ class Channel:
 
     def _after_connection_ended(self, actions: list[Action]) -> None:
         """CLOSED after a connection that was open."""
+        self._clear_recv_buffer("its connection ended", actions)
+        if self._retired:
+            return
         if self.mode == "persistent":
             self._schedule_reopen(actions)
         else:
@@ -652,6 +917,27 @@ class Channel:
         self._backoff.reset()
         if self._client and self._can_open_now():
             self._open("next client", actions)
+
+    def _idle_delay(self) -> float:
+        """The idle bound now in force (0: none)."""
+        bounds = [self._timeouts.idle]
+        if self._client and self._client_eof:
+            bounds.append(self._timeouts.half_close)
+        live = [b for b in bounds if b > 0]
+        return min(live) if live else 0.0
+
+    def _update_idle_timer(self, actions: list[Action]) -> None:
+        """(Re)start the idle timer on every input with traffic while OPEN; stop it when
+        not OPEN. Inputs without traffic keep it running as it was."""
+        delay = self._idle_delay() if self._state is ChannelState.OPEN else 0.0
+        traffic = self._traffic or any(isinstance(a, StateChanged) for a in actions)
+        self._traffic = False
+        if delay and (traffic or delay != self._idle_timer_delay):
+            self._idle_timer_delay = delay
+            actions.append(StartTimer(IDLE_TIMER, delay))
+        elif not delay and self._idle_timer_delay:
+            self._idle_timer_delay = 0.0
+            actions.append(CancelTimer(IDLE_TIMER))
 
     def _update_flow_control(self, actions: list[Action]) -> None:
         """Pause the client at the high-water mark, resume it at half of it."""

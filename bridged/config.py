@@ -217,6 +217,20 @@ class SocketConfig:
     ssl: SslSettings = SslSettings()  # effective: defaults merged with this socket's overrides
     reconnect: ReconnectPolicy = ReconnectPolicy()
     queue: QueueLimits = QueueLimits()
+    idle_timeout: float | None = None  # s without traffic before closing; None: by mode
+    half_close_timeout: float = 60.0  # s without traffic once the client half-closed
+    handover_wait: float = 2.0  # s a new client waits for the attached one to leave
+
+    @property
+    def effective_idle_timeout(self) -> float:
+        """on-demand: 300 s (an idle connection costs airtime and battery); persistent: 0
+        (never: being connected is the point)."""
+        if self.idle_timeout is not None:
+            return self.idle_timeout
+        return DEFAULT_IDLE_TIMEOUT[self.mode]
+
+
+DEFAULT_IDLE_TIMEOUT: Final[Mapping[str, float]] = {"on-demand": 300.0, "persistent": 0.0}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -691,6 +705,12 @@ _QUEUE: Final[Mapping[str, Callable[[Any], Any]]] = {
     "recv_buffer_bytes": _as_int,
 }
 
+_SOCKET_TIMEOUTS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "idle_timeout": _as_float,
+    "half_close_timeout": _as_float,
+    "handover_wait": _as_float,
+}
+
 
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
@@ -714,6 +734,7 @@ def _build(data: dict[str, Any], base_dir: Path) -> Config:
             ssl=dataclasses.replace(ssl_defaults, **_pick(item.get("ssl"), ssl_converters)),
             reconnect=ReconnectPolicy(**_pick(item.get("reconnect"), _RECONNECT)),
             queue=QueueLimits(**_pick(item.get("queue"), _QUEUE)),
+            **_pick(item, _SOCKET_TIMEOUTS),
         )
         for item in data["sockets"]
     )

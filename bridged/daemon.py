@@ -22,7 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridged.at_codec import DataFormat
-from bridged.at_engine import ATEngine, ATError
+from bridged.at_engine import ATEngine
 from bridged.bridge import SendPump, SocketBridge
 from bridged.channel import ChannelState
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
@@ -93,7 +93,11 @@ class Daemon:
         self.bridges = [
             SocketBridge(s, reactor, reactor, self._data_ready, self.rng) for s in config.sockets
         ]
-        self.pump = SendPump(self.bridges)
+        self.pump = SendPump(self.bridges)  # one for the daemon's life; reload updates it
+        # Sockets a reload added or changed while the module was not ready: configured
+        # before they may open at the next module ready.
+        self._unconfigured: set[int] = set()
+        self._retiring: set[SocketBridge] = set()
         self.modem = Modem(
             reactor, modem_options(config), [socket_setup(s) for s in config.sockets], self.rng
         )
@@ -151,7 +155,13 @@ class Daemon:
         log.info("bridged stopped")
 
     async def reload(self, new: Config) -> None:
-        """Apply a new configuration: unchanged sockets keep their connections."""
+        """Apply a new configuration: unchanged sockets keep their connections.
+
+        A changed or removed socket is retired through its channel: its client is
+        disconnected, its unsent bytes are counted lost (never sent on the new
+        connection), its SSL connection is closed before a new socket on the same
+        connectID may open. The one send pump serves the new set of sockets from now on.
+        """
         old, self.config = self.config, new
         digests = {s.connect_id: certificate_digest(s) for s in new.sockets}
         old_by_id = {b.connect_id: b for b in self.bridges}
@@ -173,18 +183,25 @@ class Daemon:
             new=len(added),
             more="; serial/modem settings changed: reopening the port" if serial_changed else "",
         )
-        for bridge in removed:
-            await self._retire(bridge)
         fresh = [
             SocketBridge(s, self.reactor, self.reactor, self._data_ready, self.rng) for s in added
         ]
+        if self.modem.state is not ModemState.READY:
+            # An initialisation under way writes the settings it started with: the new and
+            # changed sockets are configured again before they may open.
+            self._unconfigured.update(b.connect_id for b in fresh)
         self.bridges = sorted(
             [b for b in self.bridges if b.connect_id in unchanged] + fresh,
             key=lambda b: b.connect_id,
         )
-        old_qssl = self.pump.qssl
-        self.pump = SendPump(self.bridges)
-        self.pump.qssl = old_qssl
+        self.pump.set_bridges(self.bridges)
+        for bridge in removed:
+            self._retire(bridge)
+        # New sockets listen and open only once every retired one (of this reload or an
+        # earlier one still closing) has let go of its listen port and SSL connection.
+        closing = [b.when_closed() for b in self._retiring]
+        if closing:
+            await defer.gatherResults(closing, consumeErrors=True)
         if self.listening:
             for bridge in fresh:
                 bridge.listen()
@@ -197,24 +214,27 @@ class Daemon:
             if qssl is not None:
                 bridge.attach(qssl)
         if qssl is not None and self.modem.state is ModemState.READY and fresh:
-            await self.modem.configure_now([socket_setup(b.config) for b in fresh])
-            for bridge in fresh:
-                bridge.module_ready()
+            await self._configure_then_ready(fresh)
         self.pump.kick()
 
-    async def _retire(self, bridge: SocketBridge) -> None:
-        """Take a socket out of service: listener, client, SSL connection."""
-        await bridge.stop_listening()
-        bridge.cancel_timers()
-        bridge.close_client("socket reconfigured")
-        qssl = self.modem.qssl
-        if qssl is not None:
-            qssl.listeners.pop(bridge.connect_id, None)
-            if bridge.state in (ChannelState.OPEN, ChannelState.OPENING):
-                try:
-                    await qssl.close(bridge.connect_id)
-                except ATError as e:
-                    log.info("socket {id}: close on reload: {e}", id=bridge.connect_id, e=e)
+    def _retire(self, bridge: SocketBridge) -> defer.Deferred[None]:
+        """Take a socket out of service: listener, then client and SSL connection through
+        its channel. Fires once its SSL connection is closed."""
+        self._retiring.add(bridge)
+
+        async def retire() -> None:
+            await bridge.stop_listening()
+            await bridge.retire("socket reconfigured")
+            self._retiring.discard(bridge)
+
+        return defer.Deferred.fromCoroutine(retire())
+
+    async def _configure_then_ready(self, bridges: list[SocketBridge]) -> None:
+        await self.modem.configure_now([socket_setup(b.config) for b in bridges])
+        for bridge in bridges:
+            if bridge in self.bridges and self.modem.state is ModemState.READY:
+                bridge.module_ready()
+        self.pump.kick()
 
     @property
     def ready(self) -> bool:
@@ -223,7 +243,7 @@ class Daemon:
     # ------------------------------------------------------------------ modem events
 
     def _new_engine(self, engine: ATEngine, qssl: QsslClient) -> None:
-        for bridge in self.bridges:
+        for bridge in [*self._retiring, *self.bridges]:
             bridge.attach(qssl)
         self.pump.qssl = qssl
 
@@ -242,8 +262,14 @@ class Daemon:
                 self.reactor.stop()
                 return
             self.listening = True
+        unconfigured = [b for b in self.bridges if b.connect_id in self._unconfigured]
+        self._unconfigured.clear()
         for bridge in self.bridges:
-            bridge.module_ready()
+            if bridge not in unconfigured:
+                bridge.module_ready()
+        if unconfigured:
+            d = defer.Deferred.fromCoroutine(self._configure_then_ready(unconfigured))
+            d.addErrback(lambda f: log.failure("configuring reloaded sockets failed", f))
         self._announce("ready")
         if not self.ready_once.called:
             self.ready_once.callback(None)
@@ -252,7 +278,7 @@ class Daemon:
     def _module_lost(self, reason: str) -> None:
         if not self._stopping:  # at shutdown the port closing is ours, not a fault
             log.warn("module lost: {reason}", reason=reason)
-        for bridge in self.bridges:
+        for bridge in [*self.bridges, *self._retiring]:
             bridge.module_lost(reason)
         self._announce(f"module lost: {reason}")
 

@@ -10,19 +10,33 @@ Flow control both ways:
   client stops reading; bytes written while it is stalled are counted, and a client that
   stays stalled past the receive bound is disconnected, because the module cannot be
   paused and memory must stay bounded.
+
+Half-close: a client that shuts down its write side (``shutdown(SHUT_WR)``, ``nc -N``)
+is reported by ``client_eof`` and keeps receiving. A client we close that does not read
+what is still pending is aborted after ``CLOSE_ABORT_AFTER`` seconds, so closed clients
+cannot linger.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 log = Logger(namespace="bridged.listener")
+
+CLOSE_ABORT_AFTER = 30.0  # seconds a closed client may take to read what is pending
 
 
 class ClientSink(TypingProtocol):
@@ -33,16 +47,28 @@ class ClientSink(TypingProtocol):
 
     def client_data(self, client: ClientConnection, data: bytes) -> None: ...
 
+    def client_eof(self, client: ClientConnection) -> None:
+        """The client shut down its write side; it still reads."""
+
     def client_closed(self, client: ClientConnection, reason: str) -> None: ...
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class ClientConnection(Protocol):
     """One local application's TCP connection."""
 
-    def __init__(self, sink: ClientSink, stall_limit: int) -> None:
+    def __init__(
+        self,
+        sink: ClientSink,
+        stall_limit: int,
+        clock: IReactorTime | None = None,
+        close_abort_after: float = CLOSE_ABORT_AFTER,
+    ) -> None:
         self.sink = sink
         self.stall_limit = stall_limit
+        self.clock = clock
+        self.close_abort_after = close_abort_after
+        self._abort_call: IDelayedCall | None = None
         self.accepted = False
         self.closing = False
         self.reading_paused = False
@@ -76,7 +102,28 @@ class ClientConnection(Protocol):
         self.bytes_in += len(data)
         self.sink.client_data(self, data)
 
+    def readConnectionLost(self) -> None:
+        """The client sent FIN: a half-close (it still reads) or a full close."""
+        if not self.accepted or self.closing or self.transport is None:
+            return
+        if peer_socket_released(self.transport):
+            # Its process closed the socket: it reads nothing more. It is gone now, so
+            # its SSL connection closes at once instead of waiting out the half-close
+            # bound.
+            self.accepted = False
+            self.closing = True
+            self.sink.client_closed(self, "closed by the client")
+            self.transport.loseConnection()
+            return
+        self.sink.client_eof(self)
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is shut: happens only as part of closing."""
+
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         if self.accepted:
             self.accepted = False
             why = reason.getErrorMessage() if reason is not None else "closed"
@@ -108,6 +155,19 @@ class ClientConnection(Protocol):
         if self.reading_paused:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
         self.transport.loseConnection()
+        if self.clock is not None and self.close_abort_after > 0:
+            # A client that never reads would keep the connection (and its unsent bytes)
+            # for ever: give it a bounded time.
+            self._abort_call = self.clock.callLater(self.close_abort_after, self._close_too_slow)
+
+    def _close_too_slow(self) -> None:
+        self._abort_call = None
+        log.warn(
+            "client {peer} did not read its last bytes within {t:g} s: aborting it",
+            peer=self.peer,
+            t=self.close_abort_after,
+        )
+        self.abort()
 
     def abort(self) -> None:
         if self.transport is None:
@@ -138,14 +198,61 @@ class ClientConnection(Protocol):
         self._client_stalled = False
 
 
+def peer_socket_released(transport: object) -> bool:
+    """True if a loopback client's socket is no longer held by any process (it called
+    close(), not shutdown(SHUT_WR)). On the wire both are a FIN; on Linux the kernel's
+    socket table tells them apart for a local peer: an orphaned socket has inode 0.
+    False whenever it cannot be told (another host, no /proc): a half-close is assumed."""
+    get_host, get_peer = getattr(transport, "getHost", None), getattr(transport, "getPeer", None)
+    if get_host is None or get_peer is None:
+        return False
+    ours, theirs = get_host(), get_peer()
+    local = (getattr(theirs, "host", None), getattr(theirs, "port", None))
+    remote = (getattr(ours, "host", None), getattr(ours, "port", None))
+    if not isinstance(local[0], str) or not ipaddress.ip_address(local[0]).is_loopback:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) < 10:
+                        continue
+                    if _proc_address(fields[1]) == local and _proc_address(fields[2]) == remote:
+                        return fields[9] == "0"
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def _proc_address(text: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (little-endian words, as /proc/net/tcp writes them) -> address."""
+    hex_ip, hex_port = text.split(":")
+    raw = bytes.fromhex(hex_ip)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(words)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped), int(hex_port, 16)
+    return str(address), int(hex_port, 16)
+
+
 class ClientFactory(Factory):
     """Builds a :class:`ClientConnection` per accepted TCP connection."""
 
     noisy = False  # our own log lines say when a client comes and goes
 
-    def __init__(self, sink: ClientSink, stall_limit: int) -> None:
+    def __init__(
+        self,
+        sink: ClientSink,
+        stall_limit: int,
+        clock: IReactorTime | None = None,
+        close_abort_after: float = CLOSE_ABORT_AFTER,
+    ) -> None:
         self.sink = sink
         self.stall_limit = stall_limit
+        self.clock = clock
+        self.close_abort_after = close_abort_after
 
     def buildProtocol(self, addr: IAddress | None) -> ClientConnection:
-        return ClientConnection(self.sink, self.stall_limit)
+        return ClientConnection(self.sink, self.stall_limit, self.clock, self.close_abort_after)

@@ -91,6 +91,9 @@ AT_DURATION_BUCKETS: tuple[float, ...] = (
 # Label values exported at 0 from the start, so rate()/increase() see the first event.
 OPEN_RESULTS: tuple[str, ...] = (*ERROR_NAMES.values(), "unknown")
 CLIENT_OUTCOMES = ("accepted", "refused")
+# Why bridged itself ended an SSL connection whose stream could not go on whole (the
+# StreamBroken labels of bridged.channel).
+STREAM_END_REASONS = ("damaged_data", "idle_timeout", "recv_buffer_full", "reconfigured")
 AT_RESULTS = ("ok", "error", "timeout")
 RESTART_REASONS = ("reboot", "reset", "serial_reopen")
 URC_TYPES: dict[type, str] = {
@@ -383,6 +386,12 @@ class BridgedCollector(Collector):
             "Local TCP client connections by outcome (accepted, refused).",
             ["connect_id", "outcome"],
         )
+        streams_ended = _counter(
+            "bridged_socket_streams_ended",
+            "SSL connections bridged ended itself, and their clients, by reason "
+            "(damaged_data, idle_timeout, recv_buffer_full, reconfigured).",
+            ["connect_id", "reason"],
+        )
         for bridge in self.daemon.bridges:
             label = str(bridge.connect_id)
             config = bridge.config
@@ -404,8 +413,10 @@ class BridgedCollector(Collector):
             send_failures.add_metric([label], s.send_failures)
             for outcome in sorted(set(CLIENT_OUTCOMES) | set(s.client_connections)):
                 connections.add_metric([label, outcome], s.client_connections.get(outcome, 0))
+            for reason in sorted(set(STREAM_END_REASONS) | set(s.streams_broken)):
+                streams_ended.add_metric([label, reason], s.streams_broken.get(reason, 0))
         yield from (info, state, up, queue, recv_buffer, clients, opens, remote_closes)
-        yield from (tx, rx, rx_dropped, tx_lost, send_failures, connections)
+        yield from (tx, rx, rx_dropped, tx_lost, send_failures, connections, streams_ended)
 
     # -- link health (absent, never zero, when unknown)
 

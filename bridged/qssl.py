@@ -422,10 +422,12 @@ class QsslClient:
             )
         elif isinstance(event, OpenResult | SendResult | CloseResult):
             self._resolve(type(event), event.connect_id, event.err)
-        elif isinstance(event, ProtocolError) and event.connect_id is not None:
-            listener = self.listeners.get(event.connect_id)
-            if listener is not None and listener.on_recv_lost is not None:
-                listener.on_recv_lost(f"{event.kind}: {event.detail}")
+        elif isinstance(event, ProtocolError):
+            # Every stream the damage could have touched is broken (docs/bad-input.md).
+            for connect_id in event.sockets:
+                listener = self.listeners.get(connect_id)
+                if listener is not None and listener.on_recv_lost is not None:
+                    listener.on_recv_lost(f"{event.kind}: {event.detail}")
         elif isinstance(event, BootSign):
             self.fail_waiters(ModuleRebooted(f"module rebooted ({event.text})"))
             for boot_listener in list(self.boot_listeners):

@@ -38,6 +38,11 @@ class Scheduler(Generic[S]):
         self._cursor = 0  # index of the channel that gets the first look on the next pick
         self._busy = False
 
+    def set_channels(self, channels: Sequence[S]) -> None:
+        """Serve these channels from now on (a reload); a send in flight keeps the line."""
+        self._channels = tuple(channels)
+        self._cursor = 0
+
     @property
     def busy(self) -> bool:
         """A send holds the serial line."""
@@ -48,6 +53,8 @@ class Scheduler(Generic[S]):
         if self._busy:
             return None
         count = len(self._channels)
+        if not count:
+            return None
         for step in range(count):
             index = (self._cursor + step) % count
             channel = self._channels[index]

@@ -19,8 +19,11 @@ from hypothesis.stateful import (
 )
 
 from bridged.channel import (
+    HANDOVER_TIMER,
+    IDLE_TIMER,
     REOPEN_TIMER,
     Action,
+    AttachHeldClient,
     CancelTimer,
     Channel,
     ChannelState,
@@ -28,8 +31,10 @@ from bridged.channel import (
     CloseSocket,
     CountRxDropped,
     CountTxLost,
+    CountTxSent,
     DataReady,
     DeliverToClient,
+    HoldClient,
     Ignored,
     Mode,
     OpenSocket,
@@ -40,6 +45,8 @@ from bridged.channel import (
     ResumeClient,
     StartTimer,
     StateChanged,
+    StreamBroken,
+    Timeouts,
 )
 
 CLOSED, OPENING, OPEN, CLOSING = (
@@ -70,8 +77,9 @@ def make(
 
 
 def effects(actions: list[Action]) -> list[Action]:
-    """The actions without the StateChanged log entries (tested on their own)."""
-    return [action for action in actions if not isinstance(action, StateChanged)]
+    """The actions without the StateChanged log entries and the CountTxSent accounting
+    (tested on their own)."""
+    return [a for a in actions if not isinstance(a, StateChanged | CountTxSent)]
 
 
 def open_with_client(mode: Mode, **kwargs: int) -> Channel:
@@ -262,11 +270,19 @@ def test_bytes_written_while_opening_are_kept_and_sent_once_open() -> None:
     assert send_all(channel) == b"hello world"
 
 
+def error_then_close(channel: Channel, reason: str) -> list[Action]:
+    """An open that failed without a result: the module may still open it, so the channel
+    closes it first and handles the failure once closed."""
+    first = channel.open_error(reason)
+    assert effects(first) == [CloseSocket()] and channel.state is CLOSING
+    return channel.close_done()
+
+
 @pytest.mark.parametrize(
     ("fail", "reason"),
     [
         (lambda ch: ch.open_result(-7), "open failed: error -7"),
-        (lambda ch: ch.open_error("command timeout"), "open failed: command timeout"),
+        (lambda ch: error_then_close(ch, "command timeout"), "open failed: command timeout"),
     ],
 )
 def test_on_demand_open_failure_retries_with_backoff_then_closes_the_client(
@@ -276,7 +292,7 @@ def test_on_demand_open_failure_retries_with_backoff_then_closes_the_client(
     channel.module_ready()
     channel.client_connected()
     channel.client_data(b"request")
-    assert fail(channel) == [StateChanged(OPENING, CLOSED, reason), StartTimer(REOPEN_TIMER, 1.0)]
+    assert effects(fail(channel)) == [StartTimer(REOPEN_TIMER, 1.0)]
     assert channel.reopen_pending
     assert effects(channel.timer_fired(REOPEN_TIMER)) == [OpenSocket()]
     assert effects(fail(channel)) == [StartTimer(REOPEN_TIMER, 2.0)]
@@ -313,7 +329,7 @@ def test_small_writes_are_coalesced_into_full_chunks() -> None:
     assert channel.sendable() == 1000
     assert len(channel.next_chunk()) == 730  # one 730-byte send, not seven 100-byte ones
     assert channel.sendable() == 0  # one chunk in flight at a time
-    assert channel.send_done(730) == [DataReady()]
+    assert channel.send_done(730) == [CountTxSent(730), DataReady()]
     assert len(channel.next_chunk()) == 270
 
 
@@ -334,7 +350,7 @@ def test_data_ready_only_when_the_channel_becomes_sendable() -> None:
     assert channel.client_data(b"b") == []  # already sendable: the scheduler knows
     channel.next_chunk()
     assert channel.client_data(b"c") == []  # chunk in flight: send_done will tell
-    assert channel.send_done(2) == [DataReady()]
+    assert channel.send_done(2) == [CountTxSent(2), DataReady()]
 
 
 def test_client_is_paused_at_the_limit_and_resumed_at_half() -> None:
@@ -342,9 +358,9 @@ def test_client_is_paused_at_the_limit_and_resumed_at_half() -> None:
     assert channel.client_data(b"x" * 999) == [DataReady()]
     assert channel.client_data(b"x") == [PauseClient()]
     channel.next_chunk()
-    assert channel.send_done(300) == [DataReady()]  # 700 unconfirmed: still paused
+    assert effects(channel.send_done(300)) == [DataReady()]  # 700 unconfirmed: still paused
     channel.next_chunk()
-    assert channel.send_done(300) == [ResumeClient(), DataReady()]  # 400 <= 500
+    assert effects(channel.send_done(300)) == [ResumeClient(), DataReady()]  # 400 <= 500
 
 
 def test_send_failure_closes_client_and_socket_and_counts_the_lost_bytes() -> None:
@@ -382,10 +398,11 @@ def test_on_demand_what_a_departed_client_wrote_is_still_sent_then_the_socket_cl
     channel.client_data(b"last words")
     first = channel.next_chunk()
     assert channel.client_closed() == []  # keep flushing
-    assert channel.send_done(len(first)) == [DataReady()]
+    assert effects(channel.send_done(len(first))) == [DataReady()]
     second = channel.next_chunk()
     assert first + second == b"last words"
     assert channel.send_done(len(second)) == [
+        CountTxSent(len(second)),
         StateChanged(OPEN, CLOSING, "flushed after client left"),
         CloseSocket(),
     ]
@@ -532,9 +549,9 @@ def test_persistent_buffers_received_bytes_until_a_client_comes() -> None:
     channel.module_ready()
     channel.open_result(0)
     assert channel.recv(b"12345") == []
-    assert channel.recv(b"6789abc") == [CountRxDropped(2, "receive buffer full, no client")]
+    assert channel.recv(b"67890") == []
     assert channel.recv_buffered_bytes == 10
-    assert channel.client_connected() == [DeliverToClient(b"123456789a")]
+    assert channel.client_connected() == [DeliverToClient(b"1234567890")]
     assert channel.recv_buffered_bytes == 0
     assert channel.recv(b"more") == [DeliverToClient(b"more")]
 
@@ -654,6 +671,7 @@ class ChannelModel(RuleBasedStateMachine):
         jitter=st.sampled_from([0.0, 0.5]),
         seed=st.integers(0, 2**32 - 1),
         start_ready=st.booleans(),
+        handover=st.sampled_from([0.0, 2.0]),
     )
     def setup(
         self,
@@ -665,8 +683,10 @@ class ChannelModel(RuleBasedStateMachine):
         jitter: float,
         seed: int,
         start_ready: bool,
+        handover: float,
     ) -> None:
         self.mode = mode
+        self.handover = handover
         self.send_max = send_max
         self.recv_buffer = recv_buffer
         self.max_delay = 8.0
@@ -677,6 +697,7 @@ class ChannelModel(RuleBasedStateMachine):
             reconnect=ReconnectPolicy(1.0, self.max_delay, jitter, retries),
             max_chunk=max_chunk,
             rng=random.Random(seed),
+            timeouts=Timeouts(idle=0.0, half_close=60.0, handover_wait=handover),
         )
         self.state = CLOSED
         # The module as it sees things.
@@ -685,13 +706,20 @@ class ChannelModel(RuleBasedStateMachine):
         self.conn_id = 0
         self.chunk: bytes | None = None  # a send in flight (the scheduler's busy flag)
         self.chunk_live = False  # False once the channel voided it
-        self.stale: list[str] = []  # results of operations voided by module_lost
+        self.chunk_epoch = 0
+        self.epoch = 0  # of the connection the module works on
+        # Results of operations the channel voided, with their epochs: they may arrive at
+        # any time later, and must change nothing.
+        self.stale: list[tuple[str, int]] = []
         self.retries = retries
         self.retries_in_row = 0  # opens by the reopen timer since the last fresh open
         self.timers: set[str] = set()
         # Clients.
         self.client_count = 0
         self.client: int | None = None  # the attached one
+        self.client_eof = False
+        self.incoming: int | None = None  # a new client taking a half-closed one's place
+        self.held: int | None = None  # a client waiting for the attached one to leave
         self.paused = False
         self.writes_after_pause = 0
         self.written: dict[int, int] = defaultdict(int)
@@ -714,23 +742,26 @@ class ChannelModel(RuleBasedStateMachine):
         self, actions: list[Action], *, may_ignore: bool = False, retry: bool = False
     ) -> list[Action]:
         """Check the actions against the model and play them; `retry`: a timer fired."""
+        attached_now = False
         for action in actions:
             match action:
                 case StateChanged(old, new, _):
                     assert old is self.state and new is not old
                     self.state = new
-                case OpenSocket():
+                case OpenSocket(epoch=epoch):
                     assert self.module_ready and self.conn == "closed"  # never two opens
+                    assert epoch > self.epoch  # every connection has an epoch of its own
+                    self.epoch = epoch
                     self.conn = "opening"
                     self.conn_id += 1
                     self.retries_in_row = self.retries_in_row + 1 if retry else 0
                     if self.mode == "on-demand":
                         assert self.retries_in_row <= self.retries
-                case CloseSocket():
-                    # Only an open connection: never after "closed" (invariant 4); and
-                    # never while a chunk on it may still be confirmed.
-                    assert self.conn == "open"
-                    assert self.chunk is None or not self.chunk_live
+                case CloseSocket(epoch=epoch):
+                    # Only a connection that is (or may be) open: never after "closed".
+                    # A chunk still in flight on it is void: its result must be ignored.
+                    assert self.conn == "open" and epoch == self.epoch
+                    self.chunk_live = False
                     self.conn = "closing"
                 case DeliverToClient(data):
                     assert self.client is not None and data
@@ -741,18 +772,36 @@ class ChannelModel(RuleBasedStateMachine):
                         self.clients_of_conn[self.conn_id].add(self.client)
                 case CloseClient():
                     assert self.client is not None
-                    self.client = None
+                    self.client, self.incoming = self.incoming, None
+                    self.client_eof = False
                     self.paused = False
+                case HoldClient():
+                    assert self.client is not None and self.held is None
+                    self.client_count += 1
+                    self.held = self.client_count
+                case AttachHeldClient():
+                    assert self.client is None and self.held is not None
+                    self.client, self.held = self.held, None
+                    attached_now = True
+                    self.client_eof = False
+                    self.paused = False
+                    self.last_conn_before[self.client] = self.conn_id
                 case PauseClient():
                     assert self.client is not None and not self.paused
                     self.paused = True
-                    self.writes_after_pause = 0
+                    # A held client was not read until now: no read is under way.
+                    self.writes_after_pause = 1 if attached_now else 0
                 case ResumeClient():
                     assert self.client is not None and self.paused
                     self.paused = False
                 case StartTimer(name, delay):
-                    assert name == REOPEN_TIMER and name not in self.timers
-                    assert 0 < delay <= self.max_delay
+                    if name == REOPEN_TIMER:
+                        assert name not in self.timers
+                        assert 0 < delay <= self.max_delay
+                    elif name == IDLE_TIMER:
+                        assert self.client_eof and self.conn == "open" and delay == 60.0
+                    else:
+                        assert name == HANDOVER_TIMER and name not in self.timers
                     self.timers.add(name)
                 case CancelTimer(name):
                     assert name in self.timers
@@ -763,10 +812,16 @@ class ChannelModel(RuleBasedStateMachine):
                 case CountRxDropped(n, _):
                     assert n > 0
                     self.rx_dropped += n
+                case CountTxSent(n):
+                    assert n > 0
+                case StreamBroken(label, _):
+                    assert label in ("recv_buffer_full", "damaged_data", "idle_timeout")
                 case DataReady():
                     assert self.channel.sendable() > 0
                 case RefuseClient():
-                    raise AssertionError("refused a client while none was attached")
+                    # Only a held client, when its wait is over.
+                    assert self.held is not None and HANDOVER_TIMER not in self.timers
+                    self.held = None
                 case Ignored():
                     assert may_ignore and actions == [action]
         return actions
@@ -777,7 +832,6 @@ class ChannelModel(RuleBasedStateMachine):
     @rule()
     def module_becomes_ready(self) -> None:
         self.module_ready = True
-        self.stale.clear()  # the engine fails old operations before the module is ready
         self.apply(self.channel.module_ready())
 
     @precondition(lambda self: self.module_ready)
@@ -785,12 +839,13 @@ class ChannelModel(RuleBasedStateMachine):
     def module_lost(self, ready_again: bool) -> None:
         """Invariant 5: after module lost and ready, persistent opens again; on-demand is
         closed with no client. (One rule for both, so the module is not lost too often.)"""
+        held = self.held
         self.lose_module()
         if not ready_again:
             return
         self.module_becomes_ready()
-        if self.mode == "persistent":
-            assert self.state is OPENING
+        if self.mode == "persistent" or held is not None:
+            assert self.state is OPENING  # a held client took the place and is served
         else:
             assert self.state is CLOSED
             assert not self.channel.client_attached and self.channel.queued_bytes == 0
@@ -798,43 +853,55 @@ class ChannelModel(RuleBasedStateMachine):
     def lose_module(self) -> None:
         self.module_ready = False
         pending = {"opening": "open", "closing": "close"}.get(self.conn)
-        self.stale += [pending] if pending else []
+        self.stale += [(pending, self.epoch)] if pending else []
         if self.chunk is not None:
-            self.stale.append("send")
+            self.stale.append(("send", self.chunk_epoch))
             self.chunk = None  # the engine fails it; the scheduler is free
         self.chunk_live = False
         self.conn = "closed"
         self.apply(self.channel.module_lost("module rebooted"))
-        assert not self.timers and self.state is CLOSED
+        assert not (self.timers - {HANDOVER_TIMER}) and self.state is CLOSED
 
-    @precondition(lambda self: self.stale and not self.module_ready)
-    @rule(ok=st.booleans())
-    def stale_result_arrives(self, ok: bool) -> None:
+    @precondition(lambda self: self.stale)
+    @rule(ok=st.booleans(), which=st.integers(0, 10))
+    def stale_result_arrives(self, ok: bool, which: int) -> None:
+        """A result of an operation voided by module_lost arrives, however late: even
+        after the module is ready again and the next connection is under way."""
         channel = self.channel
+        kind, epoch = self.stale.pop(which % len(self.stale))
         results: dict[str, Callable[[], list[Action]]] = {
-            "open": lambda: channel.open_result(0) if ok else channel.open_error("timeout"),
-            "close": channel.close_done,
-            "send": lambda: channel.send_done(1) if ok else channel.send_failed("ERROR"),
+            "open": lambda: (
+                channel.open_result(0, epoch) if ok else channel.open_error("timeout", epoch)
+            ),
+            "close": lambda: channel.close_done(epoch),
+            "send": lambda: (
+                channel.send_done(1, epoch) if ok else channel.send_failed("ERROR", epoch)
+            ),
         }
-        late = results[self.stale.pop()]
+        late = results[kind]
         (ignored,) = self.apply(late(), may_ignore=True)
         assert isinstance(ignored, Ignored)
 
     @precondition(lambda self: self.conn == "opening")
-    @rule(err=st.sampled_from([0, 0, -2, -7, None]))
+    @rule(err=st.sampled_from([0, 0, -2, -7, -6, None]))
     def open_result(self, err: int | None) -> None:
-        """``+QSSLOPEN: 1,0,<err>``, or (None) the command failed without a result code."""
-        self.conn = "open" if err == 0 else "closed"
+        """``+QSSLOPEN: 1,0,<err>``, or (None) the command failed without a result code.
+        Without a result, or with -6 (state error), the module may hold the socket open:
+        the channel must close it before trying again."""
+        may_be_open = err is None or err == -6
+        self.conn = "open" if err == 0 or may_be_open else "closed"
         if err is None:
-            self.apply(self.channel.open_error("ERROR"))
+            actions = self.apply(self.channel.open_error("ERROR", self.epoch))
         else:
-            self.apply(self.channel.open_result(err))
+            actions = self.apply(self.channel.open_result(err, self.epoch))
+        if may_be_open:
+            assert CloseSocket() in actions and self.conn == "closing"
 
     @precondition(lambda self: self.conn == "closing")
     @rule()
     def close_completes(self) -> None:
         self.conn = "closed"
-        self.apply(self.channel.close_done())
+        self.apply(self.channel.close_done(self.epoch))
 
     @precondition(lambda self: self.conn != "closed")
     @rule()
@@ -867,6 +934,8 @@ class ChannelModel(RuleBasedStateMachine):
         assert self.state is OPEN and self.conn == "open"  # never send when not open
         chunk = self.channel.next_chunk()
         assert chunk
+        self.chunk_epoch = self.channel.epoch
+        assert self.chunk_epoch == self.epoch
         for tag in sorted(set(chunk)):
             assert tag >= self.last_tag_sent  # no client's bytes overtake an earlier one's
             self.last_tag_sent = tag
@@ -884,11 +953,12 @@ class ChannelModel(RuleBasedStateMachine):
         assert self.chunk is not None
         chunk, self.chunk = self.chunk, None
         live, self.chunk_live = self.chunk_live, False
+        epoch = self.chunk_epoch
         if not ok:
-            actions = self.apply(self.channel.send_failed("ERROR"), may_ignore=not live)
+            actions = self.apply(self.channel.send_failed("ERROR", epoch), may_ignore=not live)
             assert (CloseSocket() in actions) == live
             return
-        actions = self.apply(self.channel.send_done(len(chunk)), may_ignore=not live)
+        actions = self.apply(self.channel.send_done(len(chunk), epoch), may_ignore=not live)
         assert (actions[:1] == [Ignored("send_done", "no chunk in flight")]) != live
         if live:
             self.total_confirmed += len(chunk)
@@ -897,19 +967,57 @@ class ChannelModel(RuleBasedStateMachine):
 
     # --- timers ---
 
-    @precondition(lambda self: self.timers)
+    @precondition(lambda self: REOPEN_TIMER in self.timers)
     @rule()
     def reopen_timer_fires(self) -> None:
         self.timers.discard(REOPEN_TIMER)
         self.apply(self.channel.timer_fired(REOPEN_TIMER), retry=True)
 
+    @precondition(lambda self: self.timers - {REOPEN_TIMER})
+    @rule(data=st.data())
+    def other_timer_fires(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.timers - {REOPEN_TIMER})))
+        self.timers.discard(name)
+        actions = self.apply(self.channel.timer_fired(name))
+        if name == IDLE_TIMER:
+            assert StreamBroken("idle_timeout", "no traffic for 60 s") in actions
+
+    @precondition(lambda self: self.conn == "open")
+    @rule()
+    def received_data_is_damaged(self) -> None:
+        """A recv URC for this socket arrives damaged: the client never reads past the
+        hole; the connection ends (closed by us)."""
+        client, held = self.client, self.held
+        actions = self.apply(self.channel.recv_damaged("bad_hex"))
+        assert StreamBroken("damaged_data", "bad_hex") in actions
+        assert self.conn == "closing"
+        if client is not None and self.mode == "persistent":
+            assert self.client in (None, held)  # it never reads past the hole
+        # On-demand, a client waiting for its own connection keeps waiting; nothing more
+        # of the damaged connection reaches anyone (it is closing).
+
     # --- clients ---
 
     @rule()
     def client_connects(self) -> None:
+        if self.client is not None and self.client_eof:
+            # A half-closed client yields its place to the newcomer.
+            self.client_count += 1
+            self.incoming = self.client_count
+            self.last_conn_before[self.incoming] = self.conn_id
+            actions = self.apply(self.channel.client_connected())
+            assert self.client == self.client_count and self.incoming is None
+            assert isinstance(actions[0], CloseClient)
+            if self.paused and actions[-1] == PauseClient():
+                self.writes_after_pause = 1
+            return
         if self.client is not None:
             actions = self.channel.client_connected()
-            assert len(actions) == 1 and isinstance(actions[0], RefuseClient)
+            if self.held is None and HANDOVER_TIMER not in self.timers and self.handover:
+                self.apply(actions)
+                assert HANDOVER_TIMER in self.timers
+            else:
+                assert len(actions) == 1 and isinstance(actions[0], RefuseClient)
             return
         self.client_count += 1
         self.client = self.client_count
@@ -920,7 +1028,11 @@ class ChannelModel(RuleBasedStateMachine):
             self.writes_after_pause = 1  # paused before its first read: no read under way
 
     @precondition(
-        lambda self: self.client is not None and (not self.paused or self.writes_after_pause == 0)
+        lambda self: (
+            self.client is not None
+            and not self.client_eof
+            and (not self.paused or self.writes_after_pause == 0)
+        )
     )
     @rule(size=st.integers(1, MAX_WRITE))
     def client_writes(self, size: int) -> None:
@@ -935,8 +1047,31 @@ class ChannelModel(RuleBasedStateMachine):
     @rule()
     def client_disconnects(self) -> None:
         self.client = None
+        self.client_eof = False
         self.paused = False
         self.apply(self.channel.client_closed())
+
+    @precondition(lambda self: self.client is not None and not self.client_eof)
+    @rule()
+    def client_half_closes(self) -> None:
+        """shutdown(SHUT_WR): it sends nothing more but stays attached and reads."""
+        client = self.client
+        assert client is not None
+        if not self.written[client]:
+            # Nothing asked: indistinguishable from a closed socket, so it counts as gone.
+            actions = self.apply(self.channel.client_eof())
+            assert CloseClient("client closed without sending anything") in actions
+            return
+        self.client_eof = True
+        held = self.held
+        self.apply(self.channel.client_eof())
+        assert self.client == (client if held is None else held)
+
+    @precondition(lambda self: self.held is not None)
+    @rule()
+    def held_client_gives_up(self) -> None:
+        self.held = None
+        self.apply(self.channel.held_client_left())
 
     @precondition(lambda self: self.client is not None)
     @rule(size=st.integers(1, MAX_WRITE), reply=st.integers(0, 50))
@@ -946,7 +1081,7 @@ class ChannelModel(RuleBasedStateMachine):
         next one's start is where mix-ups would hide."""
         self.client_disconnects()
         self.client_connects()
-        if not self.paused:
+        if not self.paused and self.client is not None:
             self.client_writes(size)
         if reply and self.conn == "open":
             self.server_sends(reply)
@@ -991,6 +1126,8 @@ class ChannelModel(RuleBasedStateMachine):
         assert channel.state is self.state is expected[self.conn]
         assert channel.client_attached == (self.client is not None)
         assert channel.reopen_pending == (REOPEN_TIMER in self.timers)
+        assert channel.client_held == (self.held is not None) == (HANDOVER_TIMER in self.timers)
+        assert channel.epoch == self.epoch
         if self.chunk is not None and self.chunk_live:
             assert channel.sendable() == 0  # one chunk in flight per channel
 
@@ -1019,7 +1156,7 @@ class ChannelModel(RuleBasedStateMachine):
             self.close_completes()
         elif self.channel.sendable():
             self.scheduler_takes_a_chunk()
-        elif self.timers:
+        elif REOPEN_TIMER in self.timers:
             self.reopen_timer_fires()
         else:
             return False

@@ -131,3 +131,13 @@ def test_with_real_channels_every_byte_goes_out_once_in_order_and_fairly() -> No
     assert {i: bytes(data) for i, data in sent.items()} == written
     assert all(size == 730 for _, size in order[:6])  # full chunks, not 100-byte writes
     assert [connect_id for connect_id, _ in order[:12]] == list(range(6)) * 2
+
+
+def test_a_reload_changes_the_channels_in_place_and_a_send_in_flight_keeps_the_line() -> None:
+    old, kept, new = FakeChannel(0, pending=5), FakeChannel(1, pending=5), FakeChannel(0)
+    scheduler = Scheduler([old, kept])
+    assert scheduler.pick() is old  # a send of the old socket 0 holds the line
+    scheduler.set_channels([new, kept])  # reload: socket 0 replaced
+    assert scheduler.busy and scheduler.pick() is None
+    scheduler.done()
+    assert serve(scheduler, 3) == [1, 1, 1]  # the retired channel is never served again

@@ -59,6 +59,7 @@ class ClientTotals:
     unechoed_at_disconnect: int = 0  # written, not echoed, connection closed by the bridge
     unechoed_abandoned: int = 0  # written, not echoed, the client itself left early
     connect_failures: int = 0
+    half_closes: int = 0  # connections drained after shutting down the write side
     longest_wait: float = 0.0  # longest time with unechoed bytes and no echo progress
 
 
@@ -186,6 +187,12 @@ class SocketClient:
             self._write(self.rng.randbytes(PROBE_BYTES))
             self._end("drain")
             return
+        if self.rng.random() < 0.1:
+            # A connect/close burst (a readiness probe, a reconnect loop): connect and go
+            # at once, then the real connection follows immediately.
+            self._ending = "blip"
+            self._close()
+            return
         self._window = self.rng.choice([512, 4096, 16384, 65536])
         lifetime = self.rng.uniform(3.0, 30.0)
         self._later(lifetime, self._lifetime_over, proto)
@@ -227,6 +234,11 @@ class SocketClient:
         self._ending = how
         if how == "abandon" or (how == "drain" and not self._pending):
             self._close()
+        elif how == "drain" and not self._probe and self.rng.random() < 0.3:
+            # Half-close, like `nc -N`: nothing more to send, the echo must still come.
+            assert self._proto is not None and self._proto.transport is not None
+            self.totals.half_closes += 1
+            self._proto.transport.loseWriteConnection()  # type: ignore[attr-defined]
 
     def _close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
@@ -288,6 +300,8 @@ class SocketClient:
             outcome = "violation"
         elif ending == "drain" and not unechoed:
             outcome = "completed"
+        elif ending == "blip":
+            outcome = "blip"
         elif ending == "abandon":
             outcome = "abandoned"
             self.totals.unechoed_abandoned += unechoed
@@ -302,7 +316,7 @@ class SocketClient:
             self._finish_probe(outcome == "completed")
             return
         if self.running:
-            self._later(self.rng.uniform(0.05, 1.0), self._connect)
+            self._later(0.0 if ending == "blip" else self.rng.uniform(0.05, 1.0), self._connect)
 
     # ------------------------------------------------------------------ timers
 

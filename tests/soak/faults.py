@@ -10,6 +10,11 @@ Kinds, each an :class:`~bridged.emulator.Emulator` fault-injection call:
 - ``send_error``: the next ``AT+QSSLSEND`` answers ``ERROR`` (before ``>`` or after data).
 - ``open_failure``: the next ``AT+QSSLOPEN`` fails, cycling through every error code.
 - ``hangup``: the pty disappears for a while and comes back (sometimes rebooted).
+- ``damaged_recv``: a recv URC for a socket in use arrives damaged (a non-hex digit): its
+  stream must end (client disconnected, connection closed), never continue with a hole.
+- ``sighup_reload``: the configuration is reloaded with one socket's remote changed (to
+  the other echo server and back): its client is disconnected, nothing it wrote reaches
+  the new remote, the other sockets keep their clients.
 
 Garbage is noise a serial line can carry; it never imitates a valid URC for a socket in
 use (that would be real data), nor a bare final result. In particular no wrong-length
@@ -39,6 +44,8 @@ FAULT_ROUND = (
     "send_error",
     "open_failure",
     "hangup",
+    "damaged_recv",
+    "sighup_reload",
 )
 OPEN_ERROR_CODES = [code for code in ResultCode if code is not ResultCode.SUCCESS]
 
@@ -93,8 +100,10 @@ class FaultInjector:
         clock: Callable[[], float],
         hex_sockets: Sequence[int],
         connect_ids: Sequence[int],
+        reload: Callable[[int], Deferred[None]] | None = None,
     ) -> None:
         self.emulator = emulator
+        self.reload = reload  # changes the given socket's remote and reloads
         self.rng = rng
         self.clock = clock
         self.hex_sockets = list(hex_sockets)
@@ -153,6 +162,18 @@ class FaultInjector:
             reboot = self.rng.random() < 0.5
             hangup = emulator.hangup(downtime, reboot=reboot)
             detail = f"{downtime:.1f} s{', module rebooted' if reboot else ''}"
+        elif kind == "damaged_recv":
+            open_ids = [
+                cid for cid in self.hex_sockets if emulator.socket_state(cid) is SocketState.OPEN
+            ]
+            cid = self.rng.choice(open_ids or self.hex_sockets)
+            emulator.inject_line(b'+QSSLURC: "recv",1,%d,2,"41G"' % cid)
+            detail = f"socket {cid}"
+        elif kind == "sighup_reload":
+            cid = self.rng.choice(self.connect_ids)
+            if self.reload is not None:
+                hangup = self.reload(cid)  # awaited below, like a hang-up
+            detail = f"socket {cid} remote changed"
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         fault = InjectedFault(kind, detail, self.clock())

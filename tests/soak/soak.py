@@ -144,7 +144,8 @@ class SoakReport:
             f"bytes: {sent} written by clients, {echoed} echoed back "
             f"({echoed / max(self.duration, 1) / 1024:.1f} KiB/s)",
             f"connections: {connections} ({connections - len(self.totals)} reconnects) "
-            + _counts(outcomes),
+            + _counts(outcomes)
+            + f", {sum(t.half_closes for t in self.totals.values())} half-closed while draining",
             "  unechoed when the bridge disconnected the client: "
             f"{sum(t.unechoed_at_disconnect for t in self.totals.values())} bytes; "
             f"left behind by clients that quit early: "
@@ -152,6 +153,8 @@ class SoakReport:
             f"corrupted: {kinds['corrupted']}, duplicated: {kinds['duplicated']}, "
             f"lost in a gap: {kinds['lost']}, excess: {kinds['excess']}, "
             f"stalled (silently lost): {kinds['stall']}, failed probes: {kinds['probe']}",
+            f"invariants: corrupted or spliced {kinds['corrupted'] + kinds['excess']}, "
+            f"holes {kinds['lost']}, silently lost {kinds['stall']}",
             f"logged failures / unhandled errors: {len(self.logged_failures)}",
             "longest wait for an echo on an open connection: "
             f"{max((t.longest_wait for t in self.totals.values()), default=0):.1f} s "
@@ -261,21 +264,36 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
     globalLogPublisher.addObserver(log_observer)
     pki = make_pki(workdir / "pki")
     server = start_socat_echo_server(pki, log_path=workdir / "socat.log")
+    # A second echo server: reloads move a socket's remote between the two.
+    other_server = start_socat_echo_server(pki, log_path=workdir / "socat2.log")
     rig = _SoakRig(workdir, pki, options.seed, options.baud)
     clients: list[SocketClient] = []
     started = time.monotonic()
     try:
-        specs = [
-            SocketSpec(
-                plan.connect_id,
-                server.port,
-                mode=plan.mode,
-                dataformat=_configured_format(plan, options),
-                extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}",
+        remotes = {plan.connect_id: server.port for plan in SOCKETS}
+
+        def specs() -> list[SocketSpec]:
+            return [
+                SocketSpec(
+                    plan.connect_id,
+                    remotes[plan.connect_id],
+                    mode=plan.mode,
+                    dataformat=_configured_format(plan, options),
+                    extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}",
+                )
+                for plan in SOCKETS
+            ]
+
+        daemon = await rig.start(specs())
+
+        def reload(connect_id: int) -> defer.Deferred[None]:
+            # SIGHUP with one socket's remote changed (the handler calls daemon.reload).
+            remotes[connect_id] = (
+                other_server.port if remotes[connect_id] == server.port else server.port
             )
-            for plan in SOCKETS
-        ]
-        daemon = await rig.start(specs)
+            rig.config_path.write_text(rig.config_text(specs()))
+            return defer.Deferred.fromCoroutine(daemon.reload(load_config(rig.config_path)))
+
         rss_start = _rss_mb()
         recoveries: list[FaultRecovery] = []
 
@@ -317,6 +335,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
                 p.connect_id for p in SOCKETS if p.dataformat == "hex" or options.split_format
             ],
             connect_ids=[p.connect_id for p in SOCKETS],
+            reload=reload,
         )
         deadline = reactor.seconds() + options.minutes * 60
         next_report = reactor.seconds() + 30
@@ -378,6 +397,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
         await rig.stop()
         report.emulator_line = f"emulator: {rig.emulator.stats}"
         server.stop()
+        other_server.stop()
         gc.collect()  # Deferreds garbage-collected with an error log it now
         globalLogPublisher.removeObserver(collector)
         globalLogPublisher.removeObserver(log_observer)
