@@ -320,3 +320,10 @@ def test_result_codes_of_either_sign_mean_the_same(written: bytes) -> None:
     decoder = ATDecoder(profile=BC660K)
     events = decoder.feed(b"\r\n+QSSLOPEN: 0,0," + written + b"\r\n+QSSLSEND: 0,0,0\r\n")
     assert events == [OpenResult(0, -3), SendResult(0, 0)]
+
+
+def test_damage_on_a_bc660k_touches_its_one_socket() -> None:
+    decoder = ATDecoder(profile=BC660K)
+    events = decoder.feed(b'\r\n+QSSLURC: "cl0sed",0,0\r\n+QSSLURB: "recv",0,0,2,"4142"\r\n')
+    errors = [e for e in events if isinstance(e, ProtocolError)]
+    assert [e.sockets for e in errors] == [(0,), (0,)]
