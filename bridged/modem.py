@@ -306,6 +306,13 @@ class Modem:
                 f"configured connect_id(s) {', '.join(map(str, missing))} cannot work: "
                 "remove those sockets or set modem.model"
             )
+        versions = sorted({s.settings.sslversion for s in self.sockets} - set(found.ssl_versions))
+        if versions:
+            raise WrongModule(
+                f"the module is a {found.label}, which does not take sslversion "
+                f"{', '.join(map(str, versions))} (it takes "
+                f"{', '.join(map(str, found.ssl_versions))}): change ssl.sslversion"
+            )
 
     def _boot_sign(self, text: str) -> None:
         if self._expecting_boot:

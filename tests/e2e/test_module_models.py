@@ -140,3 +140,30 @@ async def test_model_auto_refuses_a_socket_the_module_lacks_naming_it(
         emulator.stop()
     assert "BC660K-GL" in why and "only connectID 0" in why and "3" in why
     assert emulator.stats.commands["AT+QSSLCFG"] == 0  # nothing configured
+
+
+@pytest_twisted.ensureDeferred
+async def test_model_auto_refuses_an_sslversion_the_module_lacks(
+    tmp_path: Path, echo_server: RunningServer
+) -> None:
+    device = tmp_path / "tty"
+    emulator = Emulator(device, profile=FAST, module_profile=BC660K)
+    config_path = tmp_path / "bridged.yaml"
+    config_path.write_text(
+        f"serial: {{device: {device}}}\nmodem: {{model: auto, prompt_delay: 0.01}}\n"
+        "ssl: {seclevel: 0, sslversion: 0}\nmetrics: null\nsockets:\n"
+        f"  - {{connect_id: 0, listen: '127.0.0.1:1', remote: '127.0.0.1:{echo_server.port}'}}\n"
+    )
+    config = load_config(config_path)
+    emulator.start()
+    modem = Modem(reactor, modem_options(config), [socket_setup(s) for s in config.sockets])
+    fatal: defer.Deferred[str] = defer.Deferred()
+    modem.fatal_listeners.append(fatal.callback)
+    try:
+        await emulator.when_ready()
+        modem.start()
+        why = await fatal.addTimeout(15, reactor)
+    finally:
+        modem.stop()
+        emulator.stop()
+    assert "BC660K-GL" in why and "sslversion 0" in why
