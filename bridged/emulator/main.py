@@ -21,7 +21,8 @@ _log = Logger()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridged emulate",
-        description="Emulate a Quectel BC26 (SSL AT commands) on a pty.",
+        description="Emulate a Quectel BC26, BC20, BC660K-GL or BC950K-GL (SSL AT commands) "
+        "on a pty.",
         epilog="Signals: SIGUSR1 reboots the module, SIGUSR2 hangs the line up for 2 s.",
     )
     parser.add_argument("--device", required=True, help="symlink to create for the pty")
