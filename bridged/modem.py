@@ -287,6 +287,8 @@ class Modem:
         await qssl.init_module(self.options.init_attempts)
         if self.options.profile is None:
             await self._identify(qssl)
+        elif qssl.profile is not self.options.profile:
+            qssl.set_profile(self.options.profile)  # a reload changed modem.model
         for setup in self.sockets:
             await self._configure(qssl, setup)
 
