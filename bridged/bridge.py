@@ -163,8 +163,9 @@ class SocketBridge:
     def attach(self, qssl: QsslClient) -> None:
         """A new serial connection: subscribe to this socket's URCs on it."""
         self.qssl = qssl
-        qssl.listeners[self.connect_id] = SocketListener(
-            self._on_recv, self._on_remote_closed, self._on_recv_lost
+        qssl.subscribe(
+            self.connect_id,
+            SocketListener(self._on_recv, self._on_remote_closed, self._on_recv_lost),
         )
 
     def detach(self) -> None:

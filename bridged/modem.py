@@ -1,22 +1,24 @@
-"""The module's lifecycle: serial port, initialisation, configuration, recovery.
+"""The module's lifecycle shell: serial port, initialisation, configuration, recovery.
 
-States::
+The decisions — stages, the recovery ladder, a deadline out of every stage, health — are
+the pure :class:`~bridged.lifecycle.Lifecycle`; this class opens and closes the port, runs
+the initialisation steps, sends ``AT+QRST=1`` when told, and reports what happened.
 
-    serial-down ──open ok──▶ initialising ──init + every socket configured──▶ ready
-         ▲                        │  ▲                                          │
-         └──hang-up / reopen──────┘  └──────boot sign / escalation / init fail──┘
+One :class:`~bridged.at_engine.ATEngine` (one AT session) and one QSSL layer live as long
+as the modem: a serial reopen hands the engine a new transport, so URC subscriptions and
+the session's knowledge (a data-mode silence under way) survive it.
 
-Recovery ladder for a module that stops answering (each step logged): the engine's own
-resync (``AT`` until ``OK``), then closing and reopening the serial port, then
-``AT+QRST=1``. A boot sign at any time means the module lost every QSSLCFG setting and
-certificate, so it is initialised and configured again.
+Recovery for a module that stops answering: the session's own resync, then closing and
+reopening the serial port, then ``AT+QRST=1``, then over again. A boot sign at any time
+means the module lost every QSSLCFG setting and certificate, so it is initialised and
+configured again.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -28,6 +30,9 @@ from twisted.python.failure import Failure
 
 from bridged.at_engine import ATEngine, ATError, Priority
 from bridged.backoff import Backoff
+from bridged.lifecycle import Action as LifecycleAction
+from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
+from bridged.lifecycle import SetTimer as LifecycleTimer
 from bridged.module_profile import BC26, ModuleProfile
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.serial_access import ExclusiveSerialPort
@@ -88,13 +93,27 @@ class Modem:
         self.options = options
         self.sockets = list(sockets)
         self.state = ModemState.SERIAL_DOWN
-        self.engine: ATEngine | None = None
-        self.qssl: QsslClient | None = None
+        # One engine (one AT session) and one QSSL layer for the daemon's life: a serial
+        # reopen hands the engine a new transport, so nobody has to subscribe again.
+        self.engine: ATEngine | None = ATEngine(
+            self.clock,
+            prompt_delay=options.prompt_delay,
+            guard_time=options.guard_time,
+            data_mode_quiet=self._data_mode_timeout(),
+        )
+        self.qssl: QsslClient | None = QsslClient(
+            self.engine, self.clock, options.command_timeout, options.profile or BC26
+        )
+        self.engine.lost_listeners.append(self._serial_lost)
+        self.engine.unresponsive_listeners.append(self._unresponsive)
+        self.engine.command_observers.append(self._observe_command)
+        self.qssl.boot_listeners.append(self._boot_sign)
         self.ready_listeners: list[Callable[[QsslClient], None]] = []
         self.lost_listeners: list[Callable[[str], None]] = []
         self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
         # Called with a reason when running on is pointless (the module is the wrong model).
         self.fatal_listeners: list[Callable[[str], None]] = []
+        self._engine_announced: list[Callable[[ATEngine, QsslClient], None]] = []
         self.restarts: dict[str, int] = {}
         self.serial_reopens = 0
         self._port: SerialPort | None = None
@@ -102,11 +121,11 @@ class Modem:
             options.reopen_initial, options.reopen_max, 0.1, rng or random.Random()
         )
         self._reopen_call: IDelayedCall | None = None
-        self._consecutive_timeouts = 0
-        self._escalation = 0  # 0 none yet, 1 port reopened, 2 reset sent
-        self._init_generation = 0
+        # The lifecycle and its recovery ladder are a pure machine; this class carries
+        # out its actions (bridged/lifecycle.py).
+        self.lifecycle = Lifecycle(self._lifecycle_settings())
+        self._lifecycle_timer: IDelayedCall | None = None
         self._stopping = False
-        self._expecting_boot = False
 
     # ------------------------------------------------------------------ control
 
@@ -169,8 +188,15 @@ class Modem:
         if self.state is ModemState.SERIAL_DOWN:
             return
         self._count_restart(reason)
+        actions = self.lifecycle.restart(self.clock.seconds(), reason)  # init now stale
         self._lose(reason)
-        self._initialise()
+        self._life(actions)
+
+    @property
+    def healthy(self) -> bool:
+        """False while the recovery ladder is climbed, or the module does not answer."""
+        engine = self.engine
+        return self.lifecycle.healthy and (engine is None or engine.healthy)
 
     # ------------------------------------------------------------------ serial port
 
@@ -178,12 +204,17 @@ class Modem:
         self._reopen_call = None
         if self._stopping:
             return
-        engine = ATEngine(
-            self.clock,
+        engine = self.engine
+        qssl = self.qssl
+        assert engine is not None and qssl is not None
+        # Settings that may have changed with a reload take effect on the reopen.
+        engine.timing = replace(
+            engine.timing,
             prompt_delay=self.options.prompt_delay,
             guard_time=self.options.guard_time,
             data_mode_quiet=self._data_mode_timeout(),
         )
+        qssl.command_timeout = self.options.command_timeout
         try:
             # Exclusive: a second opener would steal answers (bridged/serial_access.py).
             self._port = ExclusiveSerialPort(
@@ -203,22 +234,18 @@ class Modem:
             self._reopen_call = self.clock.callLater(delay, self._open_serial)
             return
         self._reopen_backoff.reset()
-        self.engine = engine
-        self.qssl = QsslClient(
-            engine, self.clock, self.options.command_timeout, self.options.profile or BC26
-        )
-        engine.lost_listeners.append(self._serial_lost)
-        engine.unresponsive_listeners.append(self._unresponsive)
-        engine.command_observers.append(self._observe_command)
-        self.qssl.boot_listeners.append(self._boot_sign)
         log.info(
             "serial device {device} open at {baud} baud",
             device=self.options.device,
             baud=self.options.baudrate,
         )
+        # The engine outlives the port: each listener hears of it once, not per reopen.
         for listener in list(self.engine_listeners):
-            listener(engine, self.qssl)
-        self._initialise()
+            if listener not in self._engine_announced:
+                self._engine_announced.append(listener)
+                listener(engine, qssl)
+        self.lifecycle.settings = self._lifecycle_settings()
+        self._life(self.lifecycle.opened(self.clock.seconds()))
 
     def _data_mode_timeout(self) -> float:
         """How long the module may wait in data mode: the longest "timeout" setting."""
@@ -228,7 +255,7 @@ class Modem:
         self._port = None
         was = self.state
         self.state = ModemState.SERIAL_DOWN
-        self._init_generation += 1
+        self._life(self.lifecycle.lost(self.clock.seconds()))
         if was is ModemState.READY:
             self._notify_lost("serial connection lost")
         if self.qssl is not None:
@@ -251,33 +278,81 @@ class Modem:
 
     # ------------------------------------------------------------------ module
 
-    def _initialise(self) -> None:
+    def _lifecycle_settings(self) -> LifecycleSettings:
+        return LifecycleSettings(
+            max_consecutive_timeouts=self.options.max_consecutive_timeouts,
+            allow_reset=self.options.allow_reset,
+            reset_grace=self.options.reset_grace,
+        )
+
+    def _life(self, actions: list[LifecycleAction]) -> None:
+        """Carry out the lifecycle's actions: timers at once, steps on a fresh stack, so
+        no step starts from inside the callback that reported what caused it."""
+        for action in actions:
+            if isinstance(action, LifecycleTimer):
+                self._arm_lifecycle(action.at)
+            else:
+                self.clock.callLater(0, self._step, action)
+
+    def _arm_lifecycle(self, at: float | None) -> None:
+        if self._lifecycle_timer is not None and self._lifecycle_timer.active():
+            self._lifecycle_timer.cancel()
+        self._lifecycle_timer = None
+        if at is not None:
+            delay = max(0.0, at - self.clock.seconds())
+            self._lifecycle_timer = self.clock.callLater(delay, self._lifecycle_deadline)
+
+    def _lifecycle_deadline(self) -> None:
+        self._lifecycle_timer = None
+        self._life(self.lifecycle.timer_fired(self.clock.seconds()))
+
+    def _step(self, action: LifecycleAction) -> None:
+        if self._stopping:
+            return
+        if isinstance(action, Initialise):
+            if action.generation == self.lifecycle.generation:
+                self._initialise(action.generation)
+        elif isinstance(action, Reopen):
+            if self.state is ModemState.SERIAL_DOWN:
+                return
+            log.warn("recovery: {reason}; reopening the serial port", reason=action.reason)
+            self._count_restart("serial_reopen")
+            self._lose(action.reason)
+            self._reopen_serial()
+        elif isinstance(action, Reset):
+            if self.state is ModemState.SERIAL_DOWN or self.engine is None:
+                return
+            log.warn("recovery: {reason}; resetting the module (AT+QRST=1)", reason=action.reason)
+            self._count_restart("reset")
+            self._lose(action.reason)
+            d = self.engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH, urgent=True)
+            d.addErrback(_ignore_at_error)
+
+    def _initialise(self, generation: int) -> None:
         self.state = ModemState.INITIALISING
-        self._init_generation += 1
-        generation = self._init_generation
         d = defer.Deferred.fromCoroutine(self._initialise_module())
 
         def done(_: object) -> None:
-            if generation != self._init_generation:
+            if generation != self.lifecycle.generation:
                 return
+            self._life(self.lifecycle.ready(generation, self.clock.seconds()))
             self.state = ModemState.READY
-            self._consecutive_timeouts = 0
-            self._escalation = 0
             log.info("module ready: {n} socket(s) configured", n=len(self.sockets))
             assert self.qssl is not None
             for listener in list(self.ready_listeners):
                 listener(self.qssl)
 
         def failed(failure: Failure) -> None:
-            if generation != self._init_generation or self.state is ModemState.SERIAL_DOWN:
+            if generation != self.lifecycle.generation or self.state is ModemState.SERIAL_DOWN:
                 return
             if isinstance(failure.value, WrongModule):
                 log.critical("{why}", why=failure.getErrorMessage())
                 for listener in list(self.fatal_listeners):
                     listener(failure.getErrorMessage())
                 return
-            log.error("module initialisation failed: {why}", why=failure.getErrorMessage())
-            self._escalate("initialisation failed")
+            why = failure.getErrorMessage()
+            log.error("module initialisation failed: {why}", why=why)
+            self._life(self.lifecycle.init_failed(generation, self.clock.seconds(), why))
 
         d.addCallbacks(done, failed)
 
@@ -317,72 +392,35 @@ class Modem:
             )
 
     def _boot_sign(self, text: str) -> None:
-        if self._expecting_boot:
-            # The reboot we asked for with AT+QRST=1: already counted.
-            self._expecting_boot = False
-            log.info("module restarted ({text}); initialising", text=text)
-            self._lose("reset")
-            self._initialise()
+        if self.state is ModemState.SERIAL_DOWN:
             return
-        if self.state is ModemState.INITIALISING:
+        expected = self.lifecycle.expecting_boot
+        # The lifecycle first: the initialisation under way becomes stale before _lose
+        # fails its command, so that failure does not count as a failed initialisation.
+        actions = self.lifecycle.boot_sign(self.clock.seconds())
+        if expected:
+            log.info("module restarted ({text}); initialising", text=text)  # counted
+            self._lose("reset")
+        elif self.state is ModemState.INITIALISING:
             # Booting while we initialise: the port was opened as the module started (or
             # its boot banner waited in a buffer). Not a restart; start init over.
             log.info("module booted ({text}); initialising", text=text)
             self._lose("boot")
-            self._initialise()
-            return
-        log.warn("module rebooted ({text}); re-initialising", text=text)
-        self.restart_module("reboot")
+        else:
+            log.warn("module rebooted ({text}); re-initialising", text=text)
+            self._count_restart("reboot")
+            self._lose("reboot")
+        self._life(actions)
 
     def _observe_command(self, name: str, result: str, seconds: float) -> None:
-        if result != "timeout":
-            self._consecutive_timeouts = 0
-            return
-        self._consecutive_timeouts += 1
-        if self._consecutive_timeouts >= self.options.max_consecutive_timeouts:
-            self._consecutive_timeouts = 0
-            self._escalate(f"{self.options.max_consecutive_timeouts} consecutive timeouts")
+        self._life(self.lifecycle.command_result(result, self.clock.seconds()))
 
     def _unresponsive(self) -> None:
-        self._escalate("no answer to AT")
-
-    def _escalate(self, reason: str) -> None:
-        """Climb the recovery ladder one step."""
-        if self.state is ModemState.SERIAL_DOWN:
-            return
-        self._escalation += 1
-        if self._escalation == 1:
-            log.warn("recovery step 1: {reason}; reopening the serial port", reason=reason)
-            self._count_restart("serial_reopen")
-            self._lose(reason)
-            self._reopen_serial()
-            return
-        if self._escalation == 2 and self.options.allow_reset and self.engine is not None:
-            log.warn("recovery step 2: {reason}; resetting the module (AT+QRST=1)", reason=reason)
-            self._count_restart("reset")
-            self._lose(reason)
-            self._expecting_boot = True
-            engine = self.engine
-            d = engine.command("AT+QRST=1", timeout=2.0, priority=Priority.HIGH)
-            d.addErrback(_ignore_at_error)
-            # The boot sign that follows re-initialises; if none comes, try again later.
-            self.clock.callLater(self.options.reset_grace, self._after_reset, self._init_generation)
-            return
-        log.warn("recovery: {reason}; starting over by reopening the serial port", reason=reason)
-        self._escalation = 0
-        self._count_restart("serial_reopen")
-        self._lose(reason)
-        self._reopen_serial()
-
-    def _after_reset(self, generation: int) -> None:
-        self._expecting_boot = False
-        if generation == self._init_generation and self.state is not ModemState.READY:
-            self._initialise()
+        self._life(self.lifecycle.unresponsive(self.clock.seconds()))
 
     def _lose(self, reason: str) -> None:
         """Every socket on the module is gone: fail what is pending and tell listeners."""
         was_ready = self.state is ModemState.READY
-        self._init_generation += 1
         self.state = ModemState.INITIALISING
         if was_ready:
             self._notify_lost(reason)  # before the failures below, which are then stale

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from bridged.at_engine import ATEngine, CommandError, CommandTimeout, Priority, SerialLost
+from bridged.at_session import PROBES
 
 log = Logger(namespace="bridged.passthrough")
 
@@ -39,18 +40,26 @@ PASSTHROUGH_TIMEOUT = 10.0
 MAX_COMMAND = 256
 FINAL_PREFIXES = ("OK", "ERROR", "+CME ERROR", "REFUSED:", "TIMEOUT", "UNAVAILABLE:")
 
-# (pattern on the upper-cased command, why it is refused). Connect IDs are checked apart.
-_ALWAYS_REFUSED: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^ATE"), "echo is managed by bridged (ATE0)"),
-    (re.compile(r"^AT\+IPR"), "changing the baud rate would cut bridged off the module"),
-    (re.compile(r"^AT\+CMEE=(?!\?)"), "error reporting is managed by bridged (AT+CMEE=1)"),
-    (re.compile(r"^AT\+QSCLK=(?!\?)"), "sleep would erase the SSL settings (AT+QSCLK=0)"),
-    (re.compile(r"^AT(Z|&F)"), "a factory reset would erase the module's state"),
-    (re.compile(r"^AT\+QSSLSEND=(?!\?)"), "data-mode commands cannot be passed through"),
+# An allowlist: queries, tests (``=?``) and the read forms of settings pass; nothing else.
+# A denylist can never be complete: every command that opens a '>' prompt (AT+QISEND,
+# AT+CMGS, AT+QSSLSEND, ...) would take the next bridged command as its payload.
+_ALLOWED: list[re.Pattern[str]] = [
+    re.compile(r"^AT$"),
+    re.compile(r"^ATI$"),
+    re.compile(r"^AT\+(CGMR|CGMM|CGMI|CGSN|CIMI|CCID|QCCID|CSQ|CESQ|CCLK|QGMR)$"),
+    re.compile(r"^AT\+CGSN=[01]$"),
+    re.compile(r"^AT\+QENG=0$"),
+    # Reads of settings and state: AT+CEREG?, AT+CFUN?, AT+QSSLOPEN?, ...
+    re.compile(r"^AT\+[A-Z]+\?$"),
+    # Tests: the ranges a command takes.
+    re.compile(r"^AT\+[A-Z]+=\?$"),
 ]
-_SOCKET_COMMAND = re.compile(r"^AT\+QSSL(CFG|OPEN|CLOSE)=\s*\d+\s*,\s*(\d+)\s*(,.*)?$")
-_UPLOAD = re.compile(r'^AT\+QSSLCFG=\s*\d+\s*,\s*\d+\s*,\s*"(CACERT|CLIENTCERT|CLIENTKEY)"\s*$')
+# Reads of one socket's QSSLCFG settings (all of them, or one by name).
 _QSSLCFG_READ = re.compile(r'^AT\+QSSLCFG=\s*\d+\s*,\s*\d+\s*(,\s*"[A-Z]+"\s*)?$')
+_CERT_KINDS = ('"CACERT"', '"CLIENTCERT"', '"CLIENTKEY"')
+# The resync probes (bridged.at_session.PROBES) are the session's own: a passed-through
+# copy answered late could be taken for a probe's answer.
+_RESERVED = {probe.command.upper() for probe in PROBES}
 
 
 def refusal(command: str, managed: Iterable[int]) -> str | None:
@@ -60,17 +69,19 @@ def refusal(command: str, managed: Iterable[int]) -> str | None:
         return "not an AT command"
     if len(text) > MAX_COMMAND or not text.isascii() or not text.isprintable():
         return "not a single printable ASCII command line"
-    for pattern, why in _ALWAYS_REFUSED:
-        if pattern.search(text):
-            return why
-    if _UPLOAD.match(text):
-        return "certificate upload is a data-mode command; bridged uploads from its config"
-    match = _SOCKET_COMMAND.match(text)
-    if match and int(match.group(2)) in set(managed):
-        if match.group(1) == "CFG" and _QSSLCFG_READ.match(text):
-            return None  # reading a managed socket's settings is harmless
-        return f"connectID {match.group(2)} is managed by bridged"
-    return None
+    text = text.replace(" ", "")
+    if text in _RESERVED:
+        return "reserved for bridged's own resync probe"
+    if _QSSLCFG_READ.match(text):
+        if text.endswith(_CERT_KINDS):
+            return "certificate upload is a data-mode command; bridged uploads from its config"
+        return None  # reading a socket's settings is harmless
+    if any(pattern.match(text) for pattern in _ALLOWED):
+        return None
+    return (
+        "only queries and reads of settings may be passed through (a write or a command "
+        "that opens a '>' prompt would disturb bridged's own use of the module)"
+    )
 
 
 class PassthroughProtocol(LineOnlyReceiver):
@@ -143,7 +154,7 @@ class PassthroughService(Factory):
         log.info("passthrough: {command}", command=command)
         try:
             response = yield engine.command(
-                command, timeout=PASSTHROUGH_TIMEOUT, priority=Priority.LOW
+                command, timeout=PASSTHROUGH_TIMEOUT, priority=Priority.LOW, check_info=False
             )
         except CommandError as e:
             return [*e.lines, e.final.text]

@@ -74,6 +74,9 @@ CERT_KINDS: tuple[CertKind, ...] = ("cacert", "clientcert", "clientkey")
 # says "plus network delay" without a number.
 NETWORK_MARGIN = 30.0
 CLOSE_RESULT_WAIT = 1.0  # the note's 300 ms, with slack
+# The initialisation steps after the module answers AT, as data: echo off, numeric
+# errors, no sleep (sleep would erase the SSL settings).
+INIT_COMMANDS: tuple[str, ...] = ("ATE0", "AT+CMEE=1", "AT+QSCLK=0")
 
 
 def _discard(d: defer.Deferred[int]) -> None:
@@ -176,6 +179,17 @@ class QsslClient:
         self.open_timeouts: dict[int, float] = dict.fromkeys(profile.connect_ids, 90.0)
         self.engine.decoder.set_profile(profile)
 
+    # ------------------------------------------------------------------ URC routing
+
+    def subscribe(self, connect_id: int, listener: SocketListener) -> None:
+        """Route this socket's URCs (recv, closed, lost data) to ``listener``: the one
+        subscription point, a table by connectID. The QSSL layer lives as long as the
+        daemon (serial reopens keep it), so a subscription does too."""
+        self.listeners[connect_id] = listener
+
+    def unsubscribe(self, connect_id: int) -> None:
+        self.listeners.pop(connect_id, None)
+
     # ------------------------------------------------------------------ module
 
     async def identify(self) -> ModuleProfile | None:
@@ -204,7 +218,7 @@ class QsslClient:
             except CommandError:
                 if attempt == attempts:
                     raise
-        for line in ("ATE0", "AT+CMEE=1", "AT+QSCLK=0"):
+        for line in INIT_COMMANDS:
             await self._command(line, priority=Priority.HIGH)
 
     async def configure_socket(self, connect_id: int, settings: SslSocketSettings) -> None:
@@ -283,10 +297,16 @@ class QsslClient:
         if not 1 <= len(payload) <= limit:
             raise ValueError(f"chunk of {len(payload)} bytes outside 1..{limit}")
         result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
+        # The OK after the data may take as long as the socket's "timeout" setting plus
+        # network delay (the note): waiting a fixed few seconds would time out a send the
+        # module still answers, and its late OK would meet the next command.
         accepted = self.engine.command(
             f"AT+QSSLSEND={self.context_id},{connect_id},{len(payload)}",
             timeout=self.command_timeout,
-            data=DataPhase(encode_payload(payload, data_format)),
+            data=DataPhase(
+                encode_payload(payload, data_format), counted=data_format is DataFormat.TEXT
+            ),
+            result_timeout=self.open_timeouts[connect_id],
         )
 
         def refused(failure: Failure) -> Failure:
@@ -323,6 +343,7 @@ class QsslClient:
                 f"AT+QSSLSEND={self.context_id},{connect_id}",
                 timeout=self.command_timeout,
                 data=DataPhase(payload, terminator=CTRL_Z),
+                result_timeout=self.open_timeouts[connect_id],
             )
         except BaseException:
             _discard(result)

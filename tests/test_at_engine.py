@@ -131,9 +131,9 @@ def test_late_response_after_timeout_is_not_taken_for_the_next_command(
         yield slow
     assert not engine.healthy
     pty.send(b"\r\n+SLOW: late\r\n\r\nERROR\r\n")  # the slow command's answer, late
-    yield pty.wait_for(b"AT\r", timeout=2)  # resync
+    yield pty.wait_for(b"AT+QSCLK?\r", timeout=2)  # resync's probe
     pty.take()
-    pty.send(b"\r\nOK\r\n")
+    pty.send(b"\r\n+QSCLK: 0\r\n\r\nOK\r\n")
     yield pty.wait_for(b"AT+NEXT\r", timeout=2)
     pty.send(b"\r\n+NEXT: 1\r\n\r\nOK\r\n")
     response = yield following
@@ -163,7 +163,9 @@ def test_unresponsive_module_is_reported(engine: ATEngine, pty: ScriptedPty):
     while not unresponsive and reactor.seconds() < deadline:
         yield sleep(0.05)
     assert unresponsive == [True]
-    assert pty.take().count(b"AT\r") == 1 + 3  # the command, then three resync tries
+    written = pty.take()
+    assert written.count(b"AT\r") == 1  # the command
+    assert written.count(b"AT+QSCLK?\r") + written.count(b"AT+CMEE?\r") == 3  # the probes
 
 
 @pytest_twisted.inlineCallbacks
@@ -195,8 +197,8 @@ def test_failing_all_commands_during_resync_does_not_wedge_the_engine(
         yield engine.command("AT+SLOW", timeout=0.1)
     engine.fail_all(SerialLost("module restarting"))  # the modem gives up on the module
     later = engine.command("AT+NEXT")
-    yield pty.wait_for(b"AT\r", timeout=2)  # the resync carries on
-    pty.send(b"\r\nOK\r\n")
+    yield pty.wait_for(b"AT+QSCLK?\r", timeout=2)  # the resync carries on
+    pty.send(b"\r\n+QSCLK: 0\r\n\r\nOK\r\n")
     yield pty.wait_for(b"AT+NEXT\r", timeout=2)
     pty.send(b"\r\nOK\r\n")
     yield later

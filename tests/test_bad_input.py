@@ -21,15 +21,16 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from bridged.at_codec import DataFormat, Event, ProtocolError
-from bridged.at_engine import DataPhase, Response
+from bridged.at_engine import DataPhase, ProtocolViolation, Response
 from bridged.channel import Channel, CountRxDropped, QueueLimits, ReconnectPolicy
 from bridged.config import ConfigError, check_config_main, load_config
 from bridged.daemon import Daemon
 from bridged.listener import ClientConnection
 from bridged.metrics import ATStats
-from tests.fuzz.harness import MAX_LINE, EngineHarness
+from tests.fuzz.harness import MAX_LINE, PROBE_ANSWERS, EngineHarness
 from tests.support.pki import Pki, make_pki
 from tests.support.rig import BridgeRig, SocketSpec, read_exactly, read_until_eof
 from tests.support.tls_servers import (
@@ -168,15 +169,19 @@ def test_over_long_lines_are_discarded_with_bounded_memory(engine) -> None:
 def test_garbage_on_the_line_leaves_commands_working(engine, logs) -> None:
     h, _, _ = engine
     rng = random.Random(6)
-    h.feed(frame(b"OK"))  # a final result nobody asked for
-    assert logs.find("unsolicited line from module: OK", "info")
+    h.feed(frame(b"OK"))  # a final result nobody asked for: logged and discarded
+    assert logs.find("answer nobody can own discarded: OK", "info")
     d = h.engine.command("AT+CSQ", timeout=5.0)
-    h.feed(b"\r\n> ")  # a '>' while no prompt is awaited
+    failed: list[Failure] = []
+    d.addErrback(failed.append)
+    h.feed(b"\r\n> ")  # a '>' while no prompt is awaited: the module wants data
     for _ in range(50):
         h.feed(rng.randbytes(200).replace(b"\r", b"").replace(b"\n", b"") + b"\r\n")
     h.feed(frame(b"+CSQ: 20,99") + frame(b"OK"))
-    assert isinstance(d.result, Response)
-    assert logs.find("unexpected '>' during AT+CSQ", "warn")
+    # The command is cancelled (never completed by what follows a protocol error) and
+    # the session stays silent until the module's data mode has timed out.
+    assert failed and failed[0].check(ProtocolViolation)
+    assert logs.find("protocol error: '>' while waiting for the final result", "warn")
     assert h.usable()
     assert h.failures == []
 
@@ -209,7 +214,7 @@ def test_module_stuck_in_data_mode_is_waited_out(engine, logs) -> None:
     )  # the module never answers: it is in data mode from an earlier command
     h.track(send)
     h.clock.advance(1.0)  # the '>' never came: timeout, resync
-    silent = "module does not answer AT; it may be waiting for data"
+    silent = "no answer to the probe: the module may be in data mode"
     while not logs.find(silent, "warn"):  # quiet period, then 3 probes, unanswered
         h.clock.advance(0.01)
         assert h.clock.seconds() < 3.0
@@ -217,9 +222,11 @@ def test_module_stuck_in_data_mode_is_waited_out(engine, logs) -> None:
     h.clock.advance(0.4)  # within data_mode_quiet (0.5 s) bridged writes nothing
     assert len(h.transport.writes) == written
     h.feed(frame(b"+CME ERROR: 100"))  # data mode timed out at last
-    assert h.transport.writes[-1] == b"AT\r"  # probed at once
-    h.feed(frame(b"OK"))
+    h.clock.advance(0.11)  # the silence runs its course: no probe can be payload
+    assert h.transport.writes[-1] in PROBE_ANSWERS  # then a probe
+    h.feed(PROBE_ANSWERS[h.transport.writes[-1]])
     assert h.engine.healthy
+    h._answered = len(h.transport.writes)  # the module in data mode answered none of them
     assert h.usable()
 
 
@@ -244,7 +251,7 @@ def test_resync_quiet_period_never_spins_on_float_rounding() -> None:
     engine.dataReceived(b"\r\nnoise\r\n")  # input at t = 1000.0
     engine.resync()
     clock.advance(0.05)  # 1000.05 - 1000.0 == 0.04999999999995453
-    assert transport.value().endswith(b"AT\r")
+    assert transport.value().endswith(tuple(PROBE_ANSWERS))
 
 
 def test_late_data_of_a_socket_being_closed_is_not_kept_for_the_next_client() -> None:

@@ -238,12 +238,22 @@ class AtServer:
         request = reply.prompt
         self.mode = LineMode.AWAIT_DATA
         self._request = request
+        # Armed for a send (fixed length), not for a certificate upload.
+        late = self._faults.take_late_prompt() if request.fixed_length is not None else None
+        if late is not None:
+            epoch = self._epoch
+            self._later(late, lambda: self._write_prompt(epoch, request))
+            return
+        self._write_prompt(self._epoch, request)
+
+    def _write_prompt(self, epoch: int, request: DataRequest) -> None:
+        if epoch != self._epoch or self._request is not request:
+            return
         # The delay runs from when ">" is on the wire, not from when it was queued, nor
         # from the space after it: a host may act on ">" alone.
         self._output.write(PROMPT[:-1])
         on_wire = self._output.when_written()
         self._output.write(PROMPT[-1:])
-        epoch = self._epoch
         on_wire.addCallback(lambda _: self._prompt_on_line(epoch, request))
 
     def _prompt_on_line(self, epoch: int, request: DataRequest) -> None:
@@ -296,8 +306,16 @@ class AtServer:
             self._data_timeout.cancel()
         self._data_timeout = None
         reply = make_reply()
+        fixed_length = self._request is not None and self._request.fixed_length is not None
         self._request = None
         self._data = bytearray()
+        slow = self._faults.take_slow_answer() if fixed_length else None
+        if slow is not None:
+            # Busy until the answer is out: input is lost, as before data mode.
+            self.mode = LineMode.AWAIT_DATA
+            epoch = self._epoch
+            self._later(slow, lambda: self._write_reply(reply) if epoch == self._epoch else None)
+            return
         self._write_reply(reply)
 
     def _data_timed_out(self, epoch: int) -> None:

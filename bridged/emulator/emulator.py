@@ -240,6 +240,19 @@ class Emulator:
         """Data mode begins exactly ``seconds`` after ``>``; None: random again."""
         self.faults.prompt_delay = seconds
 
+    def answer_next_data_slowly(self, seconds: float) -> None:
+        """The next fixed-length QSSLSEND's data is answered ``seconds`` late."""
+        self.faults.slow_answer = seconds
+
+    def prompt_late(self, seconds: float) -> None:
+        """The next QSSLSEND's ``>`` comes ``seconds`` late (after the host stopped
+        waiting): the module then counts what arrives as payload until data mode ends."""
+        self.faults.late_prompt = seconds
+
+    def stray_ok(self) -> None:
+        """An ``OK`` nobody asked for, between two responses."""
+        self._at.emit_urc(b"OK")
+
     def use_max_prompt_delay(self) -> None:
         self.set_prompt_delay(self._at.prompt_max_delay)
 

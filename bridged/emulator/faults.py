@@ -39,6 +39,19 @@ class FaultPlan:
         self.urc_release: UrcRelease | None = None
         #: When set, data mode begins exactly this long after ``>`` (else random).
         self.prompt_delay: float | None = None
+        #: When set, the next send's final answer comes this much later (the module is
+        #: busy meanwhile: what the host writes is lost).
+        self.slow_answer: float | None = None
+        #: When set, the next send's ``>`` comes this much later (input lost meanwhile).
+        self.late_prompt: float | None = None
+
+    def take_slow_answer(self) -> float | None:
+        delay, self.slow_answer = self.slow_answer, None
+        return delay
+
+    def take_late_prompt(self) -> float | None:
+        delay, self.late_prompt = self.late_prompt, None
+        return delay
 
     def fail_next_sends(self, count: int, stage: SendErrorStage) -> None:
         self._send_errors.extend([stage] * count)

@@ -18,6 +18,10 @@ class Row:
     cpu_per_mb: float | None = None  # bridge CPU seconds per MB of payload
     cpu_percent: float | None = None  # bridge CPU, % of one core, over the run
     rss_peak: float | None = None  # bridge VmHWM, MB
+    rss_start: float | None = None  # bridge VmRSS once ready, before any client, MB
+    rss_growth: float | None = None  # VmRSS growth under load after warm-up, MB
+    ready: float | None = None  # seconds from launching the bridge to every port listening
+    intact: bool | None = None  # every byte the row carried arrived, unchanged
     seconds: float | None = None  # how long the measurement ran (or P6: time to ready)
     load: float | None = None  # 1-minute load average at the end of the row
     target: str = ""
@@ -43,6 +47,8 @@ COLUMNS = (
     ("CPU s/MB", 8),
     ("CPU %", 6),
     ("RSS MB", 6),
+    ("RSS start", 9),
+    ("ready s", 7),
     ("secs", 6),
     ("load", 4),
     ("target", 26),
@@ -78,6 +84,8 @@ def cells(row: Row) -> list[str]:
         _num(row.cpu_per_mb, ".2f"),
         _num(row.cpu_percent, ".1f"),
         _num(row.rss_peak, ".1f"),
+        _num(row.rss_start, ".1f"),
+        _num(row.ready, ".2f"),
         _num(row.seconds, ".1f"),
         _num(row.load, ".1f"),
         row.target,
@@ -85,10 +93,43 @@ def cells(row: Row) -> list[str]:
     ]
 
 
-def table(rows: list[Row]) -> str:
-    """A Markdown table (also readable as plain text), then each row's notes."""
-    header = [name for name, _ in COLUMNS]
-    body = [cells(r) for r in rows]
+@dataclass
+class Comparison:
+    """One footprint measure of bridged beside the peer's, taken in the same run."""
+
+    measure: str
+    unit: str
+    bridged: float | None
+    peer: float | None
+    target: str
+    met: bool | None
+    load: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.bridged is None or not self.peer:
+            return None
+        return self.bridged / self.peer
+
+
+def comparison_table(comparisons: list[Comparison]) -> str:
+    header = ["measure", "bridged", "peer", "bridged / peer", "target", "met", "load"]
+    body = [
+        [
+            f"{c.measure} ({c.unit})",
+            _num(c.bridged, ".3g"),
+            _num(c.peer, ".3g"),
+            _num(c.ratio, ".2f"),
+            c.target,
+            "-" if c.met is None else ("yes" if c.met else "NO"),
+            _num(c.load, ".1f"),
+        ]
+        for c in comparisons
+    ]
+    return _markdown(header, body)
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
     widths = [
         max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)
     ]
@@ -97,7 +138,12 @@ def table(rows: list[Row]) -> str:
         return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
 
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(b) for b in body]
+    return "\n".join(out + [line(b) for b in body])
+
+
+def table(rows: list[Row]) -> str:
+    """A Markdown table (also readable as plain text), then each row's notes."""
+    out = [_markdown([name for name, _ in COLUMNS], [cells(r) for r in rows])]
     notes = [f"- {r.scenario} {r.what}: {note}" for r in rows for note in r.notes]
     if notes:
         out += ["", "Notes:", *notes]

@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tests.bench import procstat
+from tests.bench import cgroups, procstat
 from tests.support.pki import Pki
 from tests.support.tls_servers import free_port, is_listening
 
 REPO = Path(__file__).resolve().parents[2]
+BRIDGED_RUN = ("-m", "bridged", "run", "-c")
+#: A directory: bridged runs under cProfile and leaves ``<row>.prof`` there (--profile).
+PROFILE_ENV = "BRIDGED_BENCH_PROFILE"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class RigSettings:
     log_level: str = "info"
     rtt: float = 0.0  # the emulator's network round trip (s)
     uplink_rate: float | None = None  # the emulator's radio uplink (bytes/s)
+    #: "bridged" (``bridged run``) or "peer" (tests/bench/peer.py, the minimal bridge).
+    bridge: str = "bridged"
+    #: Run the bridge alone in a cgroup with this CPU quota (share of one core).
+    cpu_quota: float | None = None
 
 
 @dataclass
@@ -72,6 +79,7 @@ class ProcessRig:
         self.emulator: subprocess.Popen[bytes] | None = None
         self.server: subprocess.Popen[str] | None = None
         self.bridge: subprocess.Popen[bytes] | None = None
+        self.cgroup: cgroups.CpuQuota | None = None
         self.result = RigResult()
         self._logs: list[IO[bytes]] = []
         directory.mkdir(parents=True, exist_ok=True)
@@ -140,13 +148,33 @@ class ProcessRig:
         if not line or not json.loads(line).get("ready"):
             raise RuntimeError(f"TLS servers did not start; see {self.directory}/servers.log")
 
-    def start_bridge(self, timeout: float = 120.0) -> float:
-        """Launch ``bridged run``; seconds until every socket's port listens (ready)."""
+    def bridge_command(self) -> list[str]:
+        s = self.settings
+        if s.bridge == "peer":
+            command = [sys.executable, str(REPO / "tests" / "bench" / "peer.py")]
+            command += ["--device", str(self.device), "--baud", str(s.baud)]
+            command += ["--format", s.dataformat, "--prompt-delay", str(s.prompt_delay)]
+            for cid, port in self.listen_ports.items():
+                command += ["--socket", f"{cid}:{port}:127.0.0.1:{self.server_ports[cid]}"]
+            return command
         config = self.directory / "bridged.yaml"
         config.write_text(self.config_text())
+        profile = os.environ.get(PROFILE_ENV)
+        if profile:  # cProfile the bridge: one file per rig, written when it stops
+            out = Path(profile) / f"{self.directory.name}.prof"
+            return [sys.executable, "-m", "cProfile", "-o", str(out), *BRIDGED_RUN, str(config)]
+        return [sys.executable, *BRIDGED_RUN, str(config)]
+
+    def start_bridge(self, timeout: float = 120.0) -> float:
+        """Launch the bridge; seconds until every socket's port listens (ready)."""
+        command = self.bridge_command()
+        if self.settings.cpu_quota is not None:
+            self.cgroup = cgroups.CpuQuota(f"bench-{os.getpid()}-{id(self)}")
+            self.cgroup.create(self.settings.cpu_quota)
+            command = self.cgroup.wrap(command)
         start = time.monotonic()
         self.bridge = subprocess.Popen(
-            [sys.executable, "-m", "bridged", "run", "-c", str(config)],
+            command,
             cwd=REPO,
             env=_env(),
             stdout=self._log("bridged.log"),
@@ -155,7 +183,12 @@ class ProcessRig:
         deadline = start + timeout
         while not all(is_listening(port) for port in self.listen_ports.values()):
             if self.bridge.poll() is not None:
-                raise RuntimeError(f"bridged exited early; see {self.directory}/bridged.log")
+                log = (self.directory / "bridged.log").read_text(errors="replace")
+                tail = " | ".join(log.strip().splitlines()[-3:])
+                raise RuntimeError(
+                    f"bridged exited early ({self.bridge.returncode}): {tail}; "
+                    f"see {self.directory}/bridged.log"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"bridged not ready after {timeout} s")
             time.sleep(0.005)
@@ -175,6 +208,8 @@ class ProcessRig:
             except subprocess.TimeoutExpired:
                 self.bridge.kill()
                 self.result.bridge_exit = self.bridge.wait()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         if self.server is not None and self.server.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 assert self.server.stdin is not None

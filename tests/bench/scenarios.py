@@ -11,18 +11,18 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import procstat
+from tests.bench import cgroups, procstat
 from tests.bench.analysis import percentile, steady_rate, whole_rounds
 from tests.bench.ceiling import MAX_SEND, Line
 from tests.bench.clients import MessageSender, Pusher, Reader
-from tests.bench.report import Row
+from tests.bench.report import Comparison, Row
 from tests.bench.rig import ProcessRig, RigSettings
-from tests.bench.tls_server import MESSAGE_SIZE, SOURCE_PIECE
+from tests.bench.tls_server import GO, MESSAGE_SIZE, SOURCE_PIECE
 from tests.support.pki import Pki
 
 MB = 1_000_000
@@ -49,6 +49,11 @@ class Budget:
     p6_guards: tuple[float, ...]
     p6_baud: int = 115200
     nb_seconds: float = 0  # NB rows (0: none)
+    # F and G (issue 14): bridged beside the peer; G under a 5 % CPU quota.
+    fp_down_seconds: float = 30
+    fp_up_seconds: float = 60
+    fp_push_seconds: float = 30
+    gateway_quota: float = 0.05  # G's CPU quota, share of one core (smoke: larger, fast)
 
 
 def _p1_rows(headline: float, others: float, download: float) -> tuple[P1Row, ...]:
@@ -75,6 +80,9 @@ FULL = Budget(
     p5_seconds=60,
     p6_guards=(DEFAULT_GUARD, PROPOSED_GUARD),
     nb_seconds=60,
+    fp_down_seconds=30,
+    fp_up_seconds=60,
+    fp_push_seconds=30,
 )
 QUICK = Budget(
     name="quick",
@@ -86,6 +94,9 @@ QUICK = Budget(
     p5_seconds=15,
     p6_guards=(DEFAULT_GUARD,),
     nb_seconds=10,
+    fp_down_seconds=8,
+    fp_up_seconds=15,
+    fp_push_seconds=10,
 )
 SMOKE = Budget(
     name="smoke",
@@ -100,8 +111,41 @@ SMOKE = Budget(
     p5_seconds=3,
     p6_guards=(DEFAULT_GUARD,),
     p6_baud=921600,
+    fp_down_seconds=2,
+    fp_up_seconds=3,
+    fp_push_seconds=3,
+    gateway_quota=0.5,
 )
 BUDGETS = {b.name: b for b in (FULL, QUICK, SMOKE)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which bridge a row runs (bridged or the peer) and under what CPU quota."""
+
+    bridge: str = "bridged"
+    cpu_quota: float | None = None
+    scenario: str | None = None  # the row's id; None: the function's own (P1, P4...)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.bridge}: " if self.scenario else ""
+
+    @property
+    def suffix(self) -> str:
+        # Short: the control socket's path lives under it (at most 107 characters).
+        quota = "q" if self.cpu_quota is not None else ""
+        return f"-{self.bridge[0]}{quota}" if self.scenario else ""
+
+    def note_start(self, row: Row, rig: ProcessRig) -> None:
+        if self.scenario:
+            row.notes.append(f"ready after {row.ready:.2f} s, {rig.cpu():.2f} CPU s")
+
+    def apply(self, settings: RigSettings) -> RigSettings:
+        return replace(settings, bridge=self.bridge, cpu_quota=self.cpu_quota)
+
+
+BRIDGED = Variant()
 
 
 @dataclass
@@ -111,6 +155,8 @@ class Context:
     budget: Budget
     log: Callable[[str], None] = print
     rows: list[Row] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     @contextlib.contextmanager
     def rig(self, name: str, settings: RigSettings, start: bool = True) -> Iterator[ProcessRig]:
@@ -121,6 +167,26 @@ class Context:
             yield rig
         finally:
             rig.stop()
+
+    def compare(
+        self,
+        measure: str,
+        unit: str,
+        bridged: float | None,
+        peer: float | None,
+        target: str,
+        judge: Callable[[float, float], bool] | None,
+        row: Row | None,
+    ) -> None:
+        met = None
+        if judge is not None:
+            met = bridged is not None and peer is not None and judge(bridged, peer)
+        load = row.load if row is not None else procstat.load_average()[0]
+        self.comparisons.append(Comparison(measure, unit, bridged, peer, target, met, load))
+
+    def skip(self, reason: str) -> None:
+        self.skipped.append(reason)
+        self.log(reason)
 
     def add(self, row: Row, rig: ProcessRig | None = None, aborted: bool = False) -> Row:
         if rig is not None:
@@ -185,15 +251,26 @@ def p1(ctx: Context) -> None:
             p1_download(ctx, baud, fmt, seconds)
 
 
-def p1_upload(ctx: Context, baud: int, fmt: str, guard: float, seconds: float) -> Row:
+def p1_upload(
+    ctx: Context,
+    baud: int,
+    fmt: str,
+    guard: float,
+    seconds: float,
+    variant: Variant = BRIDGED,
+) -> Row:
     line = Line(baud, fmt, ctx.budget.prompt)
     ceiling = line.upload_ceiling()
     # Whole chunks: a short last chunk would cost a full send's time for fewer bytes.
     total = _round_up(ceiling * seconds, MAX_SEND[fmt])
-    row = Row("P1", f"upload {fmt} {baud}", _settings_text(line, guard), ceiling=ceiling)
+    what = variant.prefix + f"upload {fmt} {baud}"
+    row = Row(variant.scenario or "P1", what, _settings_text(line, guard), ceiling=ceiling)
     row.target = "≥ 99 % of ceiling"
-    settings = RigSettings(baud, fmt, line.prompt_wait, guard, servers=("sink",))
-    with ctx.rig(f"p1-up-{fmt}-{baud}-g{guard:g}", settings) as rig:
+    settings = variant.apply(RigSettings(baud, fmt, line.prompt_wait, guard, servers=("sink",)))
+    with ctx.rig(f"p1-up-{fmt}-{baud}-g{guard:g}{variant.suffix}", settings) as rig:
+        row.ready = rig.result.ready_seconds
+        row.rss_start = rig.memory()["VmRSS"] / MB
+        variant.note_start(row, rig)
         cpu0, t0 = rig.cpu(), time.monotonic()
         pusher = Pusher(rig.connect(0), total).start()
         record = _wait_for(
@@ -208,6 +285,7 @@ def p1_upload(ctx: Context, baud: int, fmt: str, guard: float, seconds: float) -
     row.cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
     row.seconds = t1 - t0
     row.notes += record["errors"] + ([pusher.error] if pusher.error else [])
+    row.intact = record["bytes"] >= total and not record["errors"]
     row.met = row.ratio is not None and row.ratio >= 0.99 and not record["errors"]
     return ctx.add(row, rig)
 
@@ -408,22 +486,46 @@ def p3(ctx: Context, baud: int = 115200, fmt: str = "hex", guard: float = PROPOS
 # ---------------------------------------------------------------------------- P4
 
 
-def p4(ctx: Context, baud: int = 921600, fmt: str = "hex") -> Row:
+def p4(
+    ctx: Context,
+    baud: int = 921600,
+    fmt: str = "hex",
+    variant: Variant = BRIDGED,
+    seconds: float | None = None,
+    open_first: bool = False,
+) -> Row:
+    """Six servers flood six clients. ``open_first``: the servers wait until all six
+    sockets are open (each client says go then), so that no open waits behind a flood."""
     line = Line(baud, fmt, ctx.budget.prompt)
     ceiling = line.download_ceiling()
-    seconds = ctx.budget.p4_seconds
+    seconds = ctx.budget.p4_seconds if seconds is None else seconds
     per_socket = _round_up(ceiling * seconds / 6, SOURCE_PIECE)
-    row = Row("P4", f"6 sockets download {fmt} {baud}", "(no prompt)", ceiling=ceiling)
+    source = f"source-on-go:{per_socket}" if open_first else f"source:{per_socket}"
+    what = variant.prefix + f"6 sockets download {fmt} {baud}"
+    settings_text = "(no prompt), all open first" if open_first else "(no prompt)"
+    row = Row(variant.scenario or "P4", what, settings_text, ceiling=ceiling)
     row.target = "0 lost, CPU ≤ 25 %"
-    settings = RigSettings(baud, fmt, line.prompt_wait, servers=(f"source:{per_socket}",) * 6)
-    with ctx.rig("p4", settings) as rig:
+    settings = variant.apply(RigSettings(baud, fmt, line.prompt_wait, servers=(source,) * 6))
+    with ctx.rig(f"p4{variant.suffix}", settings) as rig:
+        row.ready = rig.result.ready_seconds
+        row.rss_start = rig.memory()["VmRSS"] / MB
+        variant.note_start(row, rig)
+        sockets = [rig.connect(c) for c in range(6)]
+        if open_first:
+            _wait_for(lambda: len(rig.server_records()) >= 6, 60, "six sockets open")
+            for sock in sockets:
+                sock.sendall(GO)
         cpu0, t0 = rig.cpu(), time.monotonic()
-        readers = [Reader(rig.connect(c), per_socket).start() for c in range(6)]
+        readers = [Reader(sock, per_socket).start() for sock in sockets]
         for reader in readers:
             reader.thread.join(max(0.0, t0 + 3 * seconds + 30 - time.monotonic()))
         cpu1, t1 = rig.cpu(), time.monotonic()
         row.rss_peak = rig.memory()["VmHWM"] / MB
     arrivals = [a for r in readers for a in r.arrivals]
+    if open_first and all(r.arrivals for r in readers):
+        # From the moment all six flood: the six one-byte "go" sends come before.
+        begin = max(r.arrivals[0][0] for r in readers)
+        arrivals = [a for a in arrivals if a[0] >= begin]
     row.throughput = steady_rate(arrivals)
     received = sum(r.received for r in readers)
     row.shares = {c: r.received / received for c, r in enumerate(readers)} if received else None
@@ -433,6 +535,7 @@ def p4(ctx: Context, baud: int = 921600, fmt: str = "hex") -> Row:
     row.seconds = t1 - t0
     row.notes.append(f"{received} of {6 * per_socket} bytes received intact; {lost} lost")
     row.notes += [r.error for r in readers if r.error]
+    row.intact = lost == 0 and not any(r.error for r in readers)
     row.met = lost == 0 and row.cpu_percent <= 25
     return ctx.add(row, rig)
 
@@ -440,18 +543,24 @@ def p4(ctx: Context, baud: int = 921600, fmt: str = "hex") -> Row:
 # ---------------------------------------------------------------------------- P5
 
 
-def p5(ctx: Context, offer: int = 50 * 1024 * 1024) -> Row:
+def p5(ctx: Context, offer: int = 50 * 1024 * 1024, variant: Variant = BRIDGED) -> Row:
     """One client offers 50 MB as fast as it can. At line rate that takes hours with the
     prompt wait and ~10 minutes without, so the prompt wait is 0 (the fastest the line
     goes) and the run stops at the budget's cap if the 50 MB are not through by then."""
     guard, fmt, baud = PROPOSED_GUARD, "text", 921600
     line = Line(baud, fmt, 0.0)
-    row = Row("P5", f"1 client offers 50 MB {fmt}", _settings_text(line, guard))
+    what = variant.prefix + f"1 client offers 50 MB {fmt}"
+    row = Row(variant.scenario or "P5", what, _settings_text(line, guard))
     row.ceiling = line.upload_ceiling()
     row.target = "peak RSS ≤ 60 MB, growth ≤ 5 MB"
-    cap = ctx.budget.p5_seconds
-    settings = RigSettings(baud, fmt, 0.0, guard, emulator_prompt_max=0.0, servers=("sink",))
-    with ctx.rig("p5", settings) as rig:
+    cap = ctx.budget.p5_seconds if variant.scenario is None else ctx.budget.fp_push_seconds
+    settings = variant.apply(
+        RigSettings(baud, fmt, 0.0, guard, emulator_prompt_max=0.0, servers=("sink",))
+    )
+    with ctx.rig(f"p5{variant.suffix}", settings) as rig:
+        row.ready = rig.result.ready_seconds
+        row.rss_start = rig.memory()["VmRSS"] / MB
+        variant.note_start(row, rig)
         cpu0, t0 = rig.cpu(), time.monotonic()
         pusher = Pusher(rig.connect(0), offer, close_when_done=False).start()
         rss: list[tuple[float, int]] = []
@@ -465,6 +574,7 @@ def p5(ctx: Context, offer: int = 50 * 1024 * 1024) -> Row:
         pusher.abort()
     warm = [v for t, v in rss if t >= min(5.0, cap / 4)] or [v for _, v in rss]
     growth = (warm[-1] - warm[0]) / MB
+    row.rss_growth = growth
     row.throughput = steady_rate(record["arrivals"])
     carried = record["bytes"]
     row.cpu_per_mb = (cpu1 - cpu0) / (carried / MB) if carried else None
@@ -478,6 +588,7 @@ def p5(ctx: Context, offer: int = 50 * 1024 * 1024) -> Row:
         f"{max(v for _, v in rss) / MB:.1f} MB"
     )
     row.notes += record["errors"]
+    row.intact = not record["errors"]
     row.met = row.rss_peak <= 60 and growth <= 5 and not record["errors"]
     return ctx.add(row, rig, aborted=pusher.done is None)
 
@@ -548,6 +659,127 @@ def _init_seconds(log: Path) -> float:
     return (ready - opened).total_seconds()
 
 
+# ---------------------------------------------------------------------------- F, G
+
+
+PEER_BRIDGES = ("bridged", "peer")
+
+
+def footprint(ctx: Context) -> None:
+    """Issue 14: bridged and the peer (tests/bench/peer.py) on the same rows, one after
+    the other in this run: CPU per MB downloading (921600, six sockets) and uploading
+    (115200), resident memory once ready and under a client pushing without pause."""
+    down: dict[str, Row] = {}
+    up: dict[str, Row] = {}
+    push: dict[str, Row] = {}
+    for bridge in PEER_BRIDGES:
+        variant = Variant(bridge, scenario="F")
+        down[bridge] = _target(
+            p4(ctx, variant=variant, seconds=ctx.budget.fp_down_seconds, open_first=True)
+        )
+        up[bridge] = _target(
+            p1_upload(ctx, 115200, "hex", PROPOSED_GUARD, ctx.budget.fp_up_seconds, variant)
+        )
+        push[bridge] = _target(p5(ctx, variant=variant))
+    b, p = "bridged", "peer"
+    compare = ctx.compare
+    for name, rows in (("download flood 921600 hex x6", down), ("bulk upload 115200 hex", up)):
+        compare(
+            f"CPU per MB, {name}",
+            "CPU s/MB",
+            rows[b].cpu_per_mb,
+            rows[p].cpu_per_mb,
+            "≤ peer's",
+            lambda x, y: x <= y,
+            rows[b],
+        )
+    compare(
+        "RSS after start",
+        "MB",
+        push[b].rss_start,
+        push[p].rss_start,
+        "≤ 30 MB",
+        lambda x, y: x <= 30,
+        push[b],
+    )
+    compare(
+        "RSS growth under a client pushing without pause",
+        "MB",
+        push[b].rss_growth,
+        push[p].rss_growth,
+        "≤ 1 MB (flat)",
+        lambda x, y: x <= 1,
+        push[b],
+    )
+    compare(
+        "start to all six listeners ready, no quota",
+        "s",
+        down[b].ready,
+        down[p].ready,
+        "(information)",
+        None,
+        down[b],
+    )
+    rows = [r for group in (down, up, push) for r in group.values()]
+    compare(
+        "rows with every byte delivered intact",
+        "rows",
+        sum(bool(r.intact) for r in rows if r.what.startswith(b)),
+        sum(bool(r.intact) for r in rows if r.what.startswith(p)),
+        "all (3 each)",
+        lambda x, y: x == y == 3,
+        None,
+    )
+
+
+def gateway(ctx: Context) -> None:
+    """Issue 14's gateway mode: the bridge process alone in a cgroup limited to 5 % of
+    one core. Time from launch to every listener ready (six sockets), and the share of
+    the line's ceiling held downloading (921600, six sockets) and uploading (115200)."""
+    quota = ctx.budget.gateway_quota
+    reason = cgroups.unavailable()
+    if reason is not None:
+        ctx.skip(f"G (gateway mode, {quota:.0%} CPU quota) skipped: {reason}")
+        return
+    down: dict[str, Row] = {}
+    up: dict[str, Row] = {}
+    for bridge in PEER_BRIDGES:
+        variant = Variant(bridge, quota, scenario="G")
+        down[bridge] = p4(ctx, variant=variant, seconds=ctx.budget.fp_down_seconds, open_first=True)
+        up[bridge] = p1_upload(
+            ctx, 115200, "hex", PROPOSED_GUARD, ctx.budget.fp_up_seconds, variant
+        )
+        for row in (down[bridge], up[bridge]):
+            row.settings = f"{row.settings}, CPU quota {quota:.0%}"
+            row.target, row.met = "≥ 97 % of ceiling", (row.ratio or 0) >= 0.97 and row.intact
+    b, p = "bridged", "peer"
+    ctx.compare(
+        f"start to all six listeners ready, {quota:.0%} CPU quota",
+        "s",
+        down[b].ready,
+        down[p].ready,
+        "≤ 2 x peer's",
+        lambda x, y: x <= 2 * y,
+        down[b],
+    )
+    for name, rows in (("download 921600 hex x6", down), ("upload 115200 hex", up)):
+        ctx.compare(
+            f"share of the ceiling held under {quota:.0%} quota, {name}",
+            "ratio",
+            rows[b].ratio,
+            rows[p].ratio,
+            "≥ 0.97",
+            lambda x, y: x >= 0.97,
+            rows[b],
+        )
+
+
+def _target(row: Row) -> Row:
+    """F rows are judged side by side (the comparison table), not one by one."""
+    row.target, row.met = "(beside the peer)", None
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Context], Any]] = {
     "P1": p1,
     "P2": p2,
@@ -556,6 +788,8 @@ SCENARIOS: dict[str, Callable[[Context], Any]] = {
     "P5": p5,
     "P6": p6,
     "NB": nb,
+    "F": footprint,
+    "G": gateway,
 }
 
 

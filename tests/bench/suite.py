@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
+import os
 import platform
 import shutil
 import sys
@@ -13,7 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tests.bench import procstat
-from tests.bench.report import table
+from tests.bench.report import comparison_table, table
+from tests.bench.rig import PROFILE_ENV, REPO
 from tests.bench.scenarios import BUDGETS, SCENARIOS, Context, machine
 from tests.support.pki import make_pki
 
@@ -32,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", type=Path, help="keep logs and configs here")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--profile", type=Path, help="run bridged under cProfile, one <row>.prof file here"
+    )
     return parser
 
 
@@ -41,10 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.scenario or list(SCENARIOS)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bridged-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    # As installed (pip compiles bytecode), not as this checkout runs with
+    # PYTHONDONTWRITEBYTECODE: otherwise every start compiles bridged's modules again.
+    compileall.compile_dir(REPO / "bridged", quiet=1)
     context = Context(workdir, make_pki(workdir / "pki"), budget, log)
     info = machine()
     started = time.monotonic()
@@ -67,11 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(table(context.rows))
+    if context.comparisons:
+        print()
+        print("bridged beside the peer (tests/bench/peer.py), same run:")
+        print()
+        print(comparison_table(context.comparisons))
+    for reason in context.skipped:
+        print(reason)
     for failure in failures:
         print(f"FAILED {failure}")
     if args.json:
         rows = [asdict(r) | {"ratio": r.ratio} for r in context.rows]
-        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+        comparisons = [asdict(c) | {"ratio": c.ratio} for c in context.comparisons]
+        document = {"machine": info, "rows": rows, "comparisons": comparisons}
+        args.json.write_text(json.dumps(document, indent=1))
     if args.workdir is None and not failures:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failures else 0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tests.bench.rig import REPO
 
-SCENARIO_ROWS = ("| P1 ", "| P2 ", "| P3 ", "| P4 ", "| P5 ", "| P6 ")
+SCENARIO_ROWS = ("| P1 ", "| P2 ", "| P3 ", "| P4 ", "| P5 ", "| P6 ", "| F  ")
+PEER_MEASURES = ("CPU per MB, download", "CPU per MB, bulk upload", "RSS after start")
 
 
 def test_smoke_run_prints_the_table(tmp_path: Path) -> None:
@@ -20,7 +21,7 @@ def test_smoke_run_prints_the_table(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     elapsed = time.monotonic() - start
     print(done.stdout)
@@ -32,6 +33,16 @@ def test_smoke_run_prints_the_table(tmp_path: Path) -> None:
         assert column in header
     for row in SCENARIO_ROWS:
         assert any(line.startswith(row) for line in lines), f"no {row.strip()} row"
+    # The peer ran beside bridged, and its bytes were checked: all three rows intact.
+    assert any(line.startswith("| F  | peer: ") for line in lines)
+    intact = next(line for line in lines if line.startswith("| rows with every byte"))
+    assert [cell.strip() for cell in intact.split("|")][3] == "3", intact
+    for measure in PEER_MEASURES:
+        assert any(line.startswith(f"| {measure}") for line in lines), f"no {measure} row"
+    # Gateway mode ran under a CPU quota, or says why it could not.
+    gateway = [line for line in lines if line.startswith("| G  ")]
+    skipped = [line for line in lines if line.startswith("G (gateway mode") and "skipped:" in line]
+    assert len(gateway) == 4 or skipped, "no G rows and no 'skipped: why'"
     print(f"smoke run took {elapsed:.0f} s")
 
 

@@ -16,6 +16,9 @@ Modes, per port (each accepted connection is served by its own thread):
     Sends N bytes of :func:`pattern` as fast as TCP lets it, in pieces that are whole
     multiples of the largest recv URC (so the module sends full URCs), then reads until
     the peer closes.
+``source-on-go:N``
+    The same, once the client has sent the byte :data:`GO` (so that every socket can be
+    open before any of them floods the line).
 
 Control on stdin, one word a line: ``report`` prints one JSON line with every
 connection's record (open or closed); ``quit`` exits. ``{"ready": true}`` is printed
@@ -39,6 +42,7 @@ from tests.support.tls_servers import MODULE_COMPATIBLE_CIPHERS
 MESSAGE_SIZE = 100
 _PERIOD = 251  # prime, so the pattern does not line up with chunk or URC sizes
 _PATTERN = bytes((i * 131 + 17) % 256 for i in range(_PERIOD)) * 64
+GO = b"g"  # what a source-on-go:N port waits for before it sends
 SOURCE_PIECE = 13000  # 20 hex URCs of 650 bytes, 10 text URCs of 1300
 
 
@@ -108,7 +112,9 @@ class Server:
 
     def _serve(self, conn: ssl.SSLSocket, record: Record) -> None:
         try:
-            if record.mode.startswith("source:"):
+            if record.mode.startswith(("source:", "source-on-go:")):
+                if record.mode.startswith("source-on-go:") and conn.recv(1) != GO:
+                    raise ValueError("the client did not say go")
                 self._source(conn, record, int(record.mode.split(":", 1)[1]))
             else:
                 self._read(conn, record)

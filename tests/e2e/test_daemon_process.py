@@ -128,7 +128,7 @@ def test_reload_passthrough_and_sigterm(setup: dict[str, object]) -> None:
         assert csq.stdout.splitlines()[-1] == "OK" and csq.stdout.startswith("+CSQ:")
         refused = at(s, 'AT+QSSLOPEN=1,0,"evil.example",443,0')
         assert refused.returncode == 1
-        assert "REFUSED: connectID 0 is managed by bridged" in refused.stdout
+        assert refused.stdout.startswith("REFUSED: only queries and reads")  # an allowlist
         assert at(s, "ATE1").stdout.startswith("REFUSED:")
         assert (directory / "control.sock").stat().st_mode & 0o777 == 0o660
 
