@@ -91,6 +91,8 @@ class SocketStatus:
     open_failures: int
     last_error: str | None
     last_error_at: float | None
+    idle_timeout: float = 0.0  # s without traffic before the SSL connection is closed; 0: never
+    idle_closes: int = 0  # connections closed for being idle
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +221,11 @@ def read_status(
         ),
         module=module,
         link=link,
-        sockets=tuple(_socket_status(b) for b in bridges),
+        sockets=tuple(socket_status(b) for b in bridges),
     )
 
 
-def _socket_status(bridge: SocketBridge) -> SocketStatus:
+def socket_status(bridge: SocketBridge) -> SocketStatus:
     stats = bridge.stats
     client = bridge.client
     return SocketStatus(
@@ -241,6 +243,8 @@ def _socket_status(bridge: SocketBridge) -> SocketStatus:
         open_failures=sum(n for result, n in stats.opens.items() if result != "ok"),
         last_error=stats.last_error,
         last_error_at=stats.last_error_at,
+        idle_timeout=bridge.config.effective_idle_timeout,
+        idle_closes=stats.streams_broken.get("idle_timeout", 0),
     )
 
 
@@ -346,6 +350,11 @@ def render_status(status: Status) -> str:
             f"received{queued}"
         )
         lines.append(f"  opens   {s.opens} ok, {s.open_failures} failed")
+        if s.idle_timeout > 0:
+            lines.append(
+                f"  idle    closed after {format_age(s.idle_timeout)} without traffic"
+                f" ({s.idle_closes} so far)"
+            )
         if s.last_error is not None:
             lines.append(f"  error   {s.last_error}{_ago(now, s.last_error_at)}")
     return "\n".join(lines) + "\n"

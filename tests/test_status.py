@@ -92,6 +92,10 @@ def test_one_screen() -> None:
             "  client  none\n  bytes   1.5 kB sent, 12 B received, 2.5 MB queued\n"
             "  opens   3 ok, 2 failed\n",
         ),
+        (
+            {"sockets": (socket_status(mode="on-demand", idle_timeout=300.0, idle_closes=2),)},
+            "  opens   3 ok, 2 failed\n  idle    closed after 5m00s without traffic (2 so far)\n",
+        ),
     ],
 )
 def test_what_is_missing_or_wrong_says_so(changes: dict[str, object], expected: str) -> None:

@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.bench.rig import REPO
 
 SCENARIO_ROWS = ("| P1 ", "| P2 ", "| P3 ", "| P4 ", "| P5 ", "| P6 ", "| F  ")
 PEER_MEASURES = ("CPU per MB, download", "CPU per MB, bulk upload", "RSS after start")
 
 
+@pytest.mark.bench  # 1.5 min: its own CI step, so the default suite stays short
 def test_smoke_run_prints_the_table(tmp_path: Path) -> None:
     start = time.monotonic()
     done = subprocess.run(

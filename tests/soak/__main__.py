@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         help="record the serial line to WORKDIR/serial.trace (read it with bridged replay)",
     )
     parser.add_argument("--workdir", type=Path, help="PKI, config, pty and log go here")
+    parser.add_argument(
+        "--split-format",
+        action="store_true",
+        help="text sockets send text and receive hex ({send: text, recv: hex})",
+    )
     args = parser.parse_args(argv)
     options = SoakOptions(
         minutes=args.minutes,
@@ -50,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         workdir=args.workdir,
         trace=args.trace,
         fault_round=tuple(args.faults.split(",")) if args.faults else None,
+        split_format=args.split_format,
     )
     if args.seed is not None:
         options.seed = args.seed

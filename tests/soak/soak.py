@@ -80,6 +80,15 @@ class SoakOptions:
     log_path: Path | None = None  # the full log at info level; default: in workdir
     fault_round: tuple[str, ...] | None = None  # default: faults.FAULT_ROUND
     trace: bool = False  # record the serial line to workdir/serial.trace (bridged replay)
+    #: The text sockets send text and receive hex (``{send: text, recv: hex}``, issue 15),
+    #: so every socket's recv takes the recv faults.
+    split_format: bool = False
+
+
+def _configured_format(plan: SocketPlan, options: SoakOptions) -> str:
+    if options.split_format and plan.dataformat == "text":
+        return "{send: text, recv: hex}"
+    return plan.dataformat
 
 
 @dataclass
@@ -295,7 +304,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
                     plan.connect_id,
                     remotes[plan.connect_id],
                     mode=plan.mode,
-                    dataformat=plan.dataformat,
+                    dataformat=_configured_format(plan, options),
                     # Under the stall limit: a client the module cannot serve for that
                     # long (two late '>' in a row, say) is disconnected, not kept waiting.
                     extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}\n"
@@ -351,7 +360,9 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
             rig.emulator,
             random.Random(rng.getrandbits(64)),
             reactor.seconds,
-            hex_sockets=[p.connect_id for p in SOCKETS if p.dataformat == "hex"],
+            hex_sockets=[
+                p.connect_id for p in SOCKETS if p.dataformat == "hex" or options.split_format
+            ],
             connect_ids=[p.connect_id for p in SOCKETS],
             reload=reload,
             fault_round=options.fault_round or FAULT_ROUND,
