@@ -22,7 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridged.at_codec import DataFormat
-from bridged.at_engine import ATEngine
+from bridged.at_engine import ATEngine, ATError
 from bridged.bridge import SendPump, SocketBridge
 from bridged.channel import ChannelState
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
@@ -230,7 +230,20 @@ class Daemon:
         return defer.Deferred.fromCoroutine(retire())
 
     async def _configure_then_ready(self, bridges: list[SocketBridge]) -> None:
-        await self.modem.configure_now([socket_setup(b.config) for b in bridges])
+        try:
+            await self.modem.configure_now([socket_setup(b.config) for b in bridges])
+        except ATError as e:
+            if self.modem.state is ModemState.READY:
+                raise
+            # The module was lost or restarted meanwhile (soak: a reload during a resync
+            # that climbed the ladder): its next initialisation configures every socket
+            # of the new configuration, and _module_ready makes them ready.
+            log.warn(
+                "configuring reloaded sockets interrupted ({error}); the module's "
+                "initialisation configures them",
+                error=e,
+            )
+            return
         for bridge in bridges:
             if bridge in self.bridges and self.modem.state is ModemState.READY:
                 bridge.module_ready()
