@@ -294,8 +294,12 @@ class Replayer:
             self.result.commands.append((cmd.line, "aborted"))
             self._say(now, f"!! protocol error: {error}")
             return
-        outcome = "timeout" if isinstance(error, CommandTimeout) else "failed"
-        self.result.commands.append((cmd.line, outcome))
+        if isinstance(error, CommandTimeout):
+            # The replay's waits are zero: the time is when the daemon moved on.
+            self.result.commands.append((cmd.line, "timeout"))
+            self._say(now, f"  {cmd.line}: timed out, no {error.phase} ({_ms(now - cmd.started)})")
+            return
+        self.result.commands.append((cmd.line, "failed"))
         self._say(now, f"  {cmd.line}: {error}")
 
     def _event(self, event: Event, now: float) -> None:
