@@ -28,11 +28,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from bridged.module_profile import BC26, ModuleProfile
+
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
-
-CONTEXT_ID = 1  # the only SSL context current BC26 firmware supports
-CONNECT_IDS = range(6)
 
 
 class DataFormat(Enum):
@@ -43,13 +42,13 @@ class DataFormat(Enum):
 
     @property
     def max_send(self) -> int:
-        """Largest fixed-length QSSLSEND, in payload bytes."""
-        return 730 if self is DataFormat.HEX else 1460
+        """Largest fixed-length QSSLSEND of the default module (BC26), in payload bytes."""
+        return BC26.max_send(self is DataFormat.HEX)
 
     @property
     def max_recv(self) -> int:
-        """Largest payload one recv URC carries."""
-        return 650 if self is DataFormat.HEX else 1300
+        """Largest payload one recv URC of the default module (BC26) carries."""
+        return BC26.max_recv(self is DataFormat.HEX)
 
     @property
     def bytes_per_payload_byte(self) -> int:
@@ -138,7 +137,8 @@ class BootSign:
     text: str
 
 
-ALL_SOCKETS: tuple[int, ...] = tuple(CONNECT_IDS)
+#: The default module's (BC26) sockets; a decoder's damage touches its profile's.
+ALL_SOCKETS: tuple[int, ...] = BC26.connect_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +176,8 @@ _RECV_PREFIX = b'+QSSLURC: "recv",'
 _RECV_HEADER_MAX = 24  # "1,5,1300," and some slack
 # _fast_recv's answers: consumed one URC, wait for more bytes, take the general way.
 _DONE, _WAIT, _GENERAL = object(), object(), object()
-_MAX_RECV = {f: f.max_recv for f in DataFormat}  # an enum property costs more than a dict
-_RECV_FAST = re.compile(rb"1,([0-5]),([0-9]{1,4}),")  # the canonical header, after the prefix
+# The canonical header, after the prefix: contextID, connectID, length.
+_RECV_FAST = re.compile(rb"([0-9]{1,2}),([0-9]{1,2}),([0-9]{1,4}),")
 _RECV_HEADER = re.compile(rb"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,")
 _ASYNC_RESULT = re.compile(rb"\+QSSL(OPEN|SEND|CLOSE): ?(\d+),(\d+),(-?\d+)")
 _ASYNC_RESULT_TYPES: dict[bytes, type[OpenResult | SendResult | CloseResult]] = {
@@ -204,14 +204,23 @@ class _PendingRecv:
 class ATDecoder:
     """Incremental parser of what the module sends."""
 
-    def __init__(self, max_line: int = 4096) -> None:
+    def __init__(self, max_line: int = 4096, profile: ModuleProfile = BC26) -> None:
         self.max_line = max_line
         self._buf = bytearray()
         self._recv: _PendingRecv | None = None
         self._skipping_line = False  # discarding the rest of a bad or over-long line
         # A hex recv URC _fast_recv waits for: (connect_id, begin, stop, quoted, scanned).
         self._hex_wait: tuple[int, int, int, bool, int] | None = None
-        self._formats: dict[int, DataFormat] = dict.fromkeys(CONNECT_IDS, DataFormat.HEX)
+        self.set_profile(profile)
+
+    def set_profile(self, profile: ModuleProfile) -> None:
+        """Which module speaks: its context and socket ids, its recv limits."""
+        self.profile = profile
+        self.context_id = profile.context_id
+        self.connect_ids = frozenset(profile.connect_ids)
+        self.all_sockets: tuple[int, ...] = profile.connect_ids
+        self._max_recv = {f: profile.max_recv(f is DataFormat.HEX) for f in DataFormat}
+        self._formats: dict[int, DataFormat] = dict.fromkeys(profile.connect_ids, DataFormat.HEX)
 
     def set_recv_format(self, connect_id: int, data_format: DataFormat) -> None:
         """Tell the decoder how the module encodes recv data for this socket."""
@@ -269,7 +278,7 @@ class ATDecoder:
                         ProtocolError(
                             "line_too_long",
                             f"line longer than {self.max_line} bytes",
-                            touches=ALL_SOCKETS,
+                            touches=self.all_sockets,
                         )
                     )
                     buf.clear()
@@ -282,11 +291,11 @@ class ATDecoder:
                     ProtocolError(
                         "line_too_long",
                         f"line longer than {self.max_line} bytes",
-                        touches=ALL_SOCKETS,
+                        touches=self.all_sockets,
                     )
                 )
                 continue
-            events.append(_classify(line))
+            events.append(_classify(line, self.context_id, self.all_sockets))
         return events
 
     # -- the pieces of feed()
@@ -308,10 +317,13 @@ class ATDecoder:
             match = _RECV_FAST.match(buf, len(_RECV_PREFIX))
             if match is None:
                 return _GENERAL
-            connect_id = int(match[1])
-            length = int(match[2])
+            connect_id = int(match[2])
+            if int(match[1]) != self.context_id or connect_id not in self.connect_ids:
+                return _GENERAL  # the general way reports the unknown socket
+            length = int(match[3])
             data_format = self._formats[connect_id]
-            if not 1 <= length <= _MAX_RECV[data_format]:
+            # A dict of the profile's limits: an enum property costs more.
+            if not 1 <= length <= self._max_recv[data_format]:
                 return _GENERAL
             start = match.end()
             quoted = start < len(buf) and buf[start] == 0x22
@@ -372,30 +384,31 @@ class ATDecoder:
             if _find_line_end(window) < 0 and len(window) < _RECV_HEADER_MAX:
                 return False
             events.append(
-                ProtocolError("bad_recv_header", _show(bytes(buf[:60])), touches=ALL_SOCKETS)
+                ProtocolError("bad_recv_header", _show(bytes(buf[:60])), touches=self.all_sockets)
             )
             del buf[: len(_RECV_PREFIX)]
             self._skipping_line = True
             return True
         context_id, connect_id, length = (int(g) for g in match.groups())
         del buf[: len(_RECV_PREFIX) + match.end()]
-        if context_id != CONTEXT_ID or connect_id not in CONNECT_IDS:
+        if context_id != self.context_id or connect_id not in self.connect_ids:
             events.append(
                 ProtocolError(
                     "bad_recv_header",
                     f"unknown socket {context_id},{connect_id} in recv URC",
-                    touches=ALL_SOCKETS,  # which digit was hit is unknown
+                    touches=self.all_sockets,  # which digit was hit is unknown
                 )
             )
             self._skipping_line = True
             return True
         data_format = self._formats[connect_id]
-        if not 1 <= length <= data_format.max_recv:
+        max_recv = self._max_recv[data_format]
+        if not 1 <= length <= max_recv:
             events.append(
                 ProtocolError(
                     "bad_recv_length",
                     f"recv length {length} on socket {connect_id} outside "
-                    f"1..{data_format.max_recv} ({data_format.name.lower()} format)",
+                    f"1..{max_recv} ({data_format.name.lower()} format)",
                     connect_id,
                 )
             )
@@ -488,7 +501,7 @@ class ATDecoder:
                     "bad_recv_data",
                     f"text recv on socket {pending.connect_id}: no closing quote after "
                     f"{pending.length} bytes",
-                    touches=ALL_SOCKETS,
+                    touches=self.all_sockets,
                 )
             )
             self._skipping_line = True
@@ -520,7 +533,8 @@ def _find_line_end(buf: bytes | bytearray) -> int:
     return min(cr, lf)
 
 
-def _classify(line: bytes) -> Event:
+def _classify(line: bytes, context_id: int, connect_ids: tuple[int, ...]) -> Event:
+    """One complete line as an event; socket URCs count only for the module's ids."""
     line = line.rstrip(b" ")
     if line == b"OK":
         return FinalResult(ok=True)
@@ -535,26 +549,27 @@ def _classify(line: bytes) -> Event:
     if line.startswith(b"+QSSL"):
         match = _ASYNC_RESULT.fullmatch(line)
         if match:
-            kind, context_id, connect_id, err = match.groups()
-            if int(context_id) == CONTEXT_ID and int(connect_id) in CONNECT_IDS:
-                return _ASYNC_RESULT_TYPES[kind](int(connect_id), int(err))
+            kind, context_s, connect_s, err = match.groups()
+            if int(context_s) == context_id and int(connect_s) in connect_ids:
+                # The BC660K's note prints its codes unsigned: 3 is -3 from any module.
+                return _ASYNC_RESULT_TYPES[kind](int(connect_s), -abs(int(err)))
             return ProtocolError("bad_urc", f"unknown socket in {_show(line)}")
         if line.startswith(b"+QSSLURC:"):
             closed = _CLOSED_URC.fullmatch(line)
             if closed:
                 context_id_s, connect_id_s = closed.groups()
-                if int(context_id_s) == CONTEXT_ID and int(connect_id_s) in CONNECT_IDS:
+                if int(context_id_s) == context_id and int(connect_id_s) in connect_ids:
                     return ClosedUrc(int(connect_id_s))
-            return ProtocolError("bad_urc", _show(line), touches=ALL_SOCKETS)
+            return ProtocolError("bad_urc", _show(line), touches=tuple(connect_ids))
         if not line.startswith(_KNOWN_INFO_PREFIXES):
             # "+QSSLURB:", "+QSSLURC " ...: a URC with a damaged prefix (a recv or a close).
-            return ProtocolError("bad_urc", _show(line), touches=ALL_SOCKETS)
+            return ProtocolError("bad_urc", _show(line), touches=tuple(connect_ids))
     if line in _BOOT_SIGNS:
         return BootSign(line.decode("latin-1"))
     if not line.startswith(_KNOWN_INFO_PREFIXES) and _DAMAGED_URC.search(line):
         # "+QSSLURC" hit further in ('"reCv"', '"clo5ed"', a damaged '+'): could have been
         # any socket's data or close.
-        return ProtocolError("bad_urc", _show(line), touches=ALL_SOCKETS)
+        return ProtocolError("bad_urc", _show(line), touches=tuple(connect_ids))
     return InfoLine(line.decode("latin-1"))
 
 

@@ -96,7 +96,9 @@ class SocketBridge:
         self.connect_id = config.connect_id
         self.reactor = reactor
         self.clock = clock
-        self.data_format = DataFormat.HEX if config.ssl.dataformat == "hex" else DataFormat.TEXT
+        # The send format: how chunks are encoded and how large they may be.
+        send = config.ssl.dataformat.send
+        self.data_format = DataFormat.HEX if send == "hex" else DataFormat.TEXT
         self.channel = Channel(
             config.connect_id,
             config.mode,
@@ -175,6 +177,11 @@ class SocketBridge:
                 del qssl.listeners[self.connect_id]
 
     def module_ready(self) -> None:
+        if self.qssl is not None:
+            # Chunks as large as this module takes (its profile, known once identified).
+            self.channel.set_max_chunk(
+                self.qssl.profile.max_send(self.data_format is DataFormat.HEX)
+            )
         self._feed(self.channel.module_ready)
 
     def module_lost(self, reason: str) -> None:

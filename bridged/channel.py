@@ -445,6 +445,12 @@ class Channel:
 
     # --- scheduler interface ---
 
+    def set_max_chunk(self, max_chunk: int) -> None:
+        """The module's largest send (its profile's; known once the module is identified)."""
+        if max_chunk < 1:
+            raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
+        self._max_chunk = max_chunk
+
     def sendable(self) -> int:
         """Bytes that may go out now: OPEN, no chunk in flight, and only the current
         connection's bytes (not those of a client waiting for its own connection)."""

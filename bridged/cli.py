@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-port", type=int, default=9464, help="metrics port (9464)")
     demo.add_argument("--baud", type=int, default=115200, help="emulated line rate")
     demo.add_argument("--profile", choices=["fast", "nbiot"], default="fast")
+    demo.add_argument(
+        "--model",
+        choices=["bc26", "bc20", "bc660k", "bc950k"],  # module_profile.BUILTIN_PROFILES
+        default="bc26",
+        help="the emulated module model (bc26)",
+    )
     demo.add_argument("--log-level", choices=["debug", "info", "warn", "error"], default="info")
 
     at = sub.add_parser("at", help="send one AT command through the running daemon")

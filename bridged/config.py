@@ -30,19 +30,27 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 
 import jsonschema
 import yaml
 
+from bridged.module_profile import (
+    MODEL_CHOICES,
+    ModuleProfile,
+    ModuleProfileError,
+    builtin_profile,
+    load_profile_file,
+)
+
 __all__ = [
-    "CONTEXT_ID",
     "Backoff",
     "Config",
     "ConfigError",
     "ConfigIssue",
     "ControlConfig",
     "DataFormat",
+    "DataFormats",
     "Endpoint",
     "LogConfig",
     "LogLevel",
@@ -57,13 +65,33 @@ __all__ = [
     "check_config_main",
     "load_config",
     "load_schema",
+    "module_profile",
     "parse_config",
 ]
 
-# Only SSL context 1 works on current firmware (spec); deliberately not configurable.
-CONTEXT_ID: Final = 1
-
 DataFormat = Literal["hex", "text"]
+
+
+class DataFormats(NamedTuple):
+    """``dataformat`` per direction: what AT+QSSLCFG "dataformat",<send>,<recv> writes."""
+
+    send: DataFormat
+    recv: DataFormat
+
+    def __str__(self) -> str:
+        return self.send if self.send == self.recv else f"send {self.send}, recv {self.recv}"
+
+
+HEX_BOTH_WAYS: Final = DataFormats("hex", "hex")
+
+
+def _dataformats(value: Any) -> DataFormats:
+    """``hex`` / ``text`` (both directions) or ``{send: …, recv: …}`` (schema-validated)."""
+    if isinstance(value, dict):
+        return DataFormats(value["send"], value["recv"])
+    return DataFormats(value, value)
+
+
 SocketMode = Literal["on-demand", "persistent"]
 LogLevel = Literal["debug", "info", "warn", "error"]
 
@@ -138,6 +166,10 @@ class SerialConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemConfig:
+    #: bridged.module_profile.MODEL_CHOICES; "auto" asks the module at start.
+    model: str = "bc26"
+    #: A module profile file (bridged selftest writes one); wins over ``model``.
+    profile_file: Path | None = None
     prompt_delay: float = 0.5
     command_timeout: float = 5.0
     init_retries: int = 3
@@ -153,7 +185,7 @@ class SslSettings:
 
     seclevel: int = 1  # default: always verify the server; seclevel 0 must be explicit
     sslversion: int = 4
-    dataformat: DataFormat = "hex"
+    dataformat: DataFormats = HEX_BOTH_WAYS
     timeout: int = 90
     debug: int = 0
     cacert: Path | None = None
@@ -643,7 +675,7 @@ def _ssl_converters(base_dir: Path) -> dict[str, Callable[[Any], Any]]:
     return {
         "seclevel": _as_int,
         "sslversion": _as_int,
-        "dataformat": str,
+        "dataformat": _dataformats,
         "timeout": _as_int,
         "debug": _as_int,
         "cacert": pem_path,
@@ -653,6 +685,7 @@ def _ssl_converters(base_dir: Path) -> dict[str, Callable[[Any], Any]]:
 
 
 _MODEM: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "model": str,
     "prompt_delay": _as_float,
     "command_timeout": _as_float,
     "init_retries": _as_int,
@@ -726,7 +759,13 @@ def _build(data: dict[str, Any], base_dir: Path) -> Config:
             reopen_backoff=Backoff(**_pick(serial.get("reopen_backoff"), _BACKOFF)),
         ),
         sockets=sockets,
-        modem=ModemConfig(**_pick(data.get("modem"), _MODEM)),
+        modem=ModemConfig(
+            **_pick(data.get("modem"), _MODEM),
+            **_pick(
+                data.get("modem"),
+                {"profile_file": lambda v: None if v is None else base_dir / v},
+            ),
+        ),
         ssl=ssl_defaults,
         metrics=metrics,
         log=LogConfig(**_pick(data.get("log"), {"level": str})),
@@ -879,6 +918,64 @@ def _ssl_origin(doc: _Document, index: int, name: str) -> KeyPath | None:
     return None
 
 
+def module_profile(config: Config) -> ModuleProfile | None:
+    """The configured module's profile (None: ``model: auto``, known at start).
+
+    Raises ModuleProfileError for a bad profile file (load_config reports it as an issue).
+    """
+    if config.modem.profile_file is not None:
+        return load_profile_file(config.modem.profile_file)
+    if config.modem.model == "auto":
+        return None
+    return builtin_profile(config.modem.model)
+
+
+def _check_model(config: Config, doc: _Document, check_files: bool) -> list[ConfigIssue]:
+    """What the configured module cannot do: a socket it lacks, a TLS version it refuses."""
+    assert config.modem.model in MODEL_CHOICES  # the schema's enum
+    if config.modem.profile_file is not None and not check_files:
+        return []  # the profile file is this host's, like the certificates
+    try:
+        profile = module_profile(config)
+    except ModuleProfileError as exc:
+        return [doc.issue(("modem", "profile_file"), "; ".join(exc.problems))]
+    if profile is None:
+        return []
+    origin: KeyPath = (
+        ("modem", "profile_file") if config.modem.profile_file is not None else ("modem", "model")
+    )
+    named = (
+        f"the {profile.label} (modem.model)"
+        if origin[1] == "model"
+        else f"the {profile.label} ({config.modem.profile_file})"
+    )
+    if not doc.has(origin):
+        named = f"the {profile.label} (the default modem.model)"
+    issues = []
+    version_origins: set[KeyPath] = set()
+    for index, sock in enumerate(config.sockets):
+        if sock.connect_id not in profile.connect_ids:
+            issues.append(
+                doc.issue(
+                    ("sockets", index, "connect_id"),
+                    f"{sock.connect_id}: {named} has {profile.connect_ids_text()}",
+                )
+            )
+        if sock.ssl.sslversion not in profile.ssl_versions:
+            where = _ssl_origin(doc, index, "sslversion") or ("sockets", index)
+            if where in version_origins:
+                continue
+            version_origins.add(where)
+            issues.append(
+                doc.issue(
+                    where,
+                    f"sslversion {sock.ssl.sslversion} is not supported by {named} "
+                    f"(it takes {', '.join(map(str, profile.ssl_versions))})",
+                )
+            )
+    return issues
+
+
 def _check_seclevels(config: Config, doc: _Document) -> list[ConfigIssue]:
     # Grouped by where the seclevel was set, so a default inherited by several sockets is
     # reported once at ssl.seclevel rather than once per socket.
@@ -996,6 +1093,7 @@ def parse_config(
         raise ConfigError(issues)
     config = _build(doc.data, base_dir or Path.cwd())
     issues = _check_sockets(config, doc) + _check_seclevels(config, doc)
+    issues += _check_model(config, doc, check_files)
     if check_files:
         issues += _check_files(config, doc)
     if issues:

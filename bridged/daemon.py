@@ -25,7 +25,7 @@ from bridged.at_codec import DataFormat
 from bridged.at_engine import ATEngine
 from bridged.bridge import SendPump, SocketBridge
 from bridged.channel import ChannelState
-from bridged.config import Config, ConfigError, SocketConfig, load_config
+from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
 from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.sdnotify import install_systemd_notify
@@ -53,7 +53,8 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
         settings=SslSocketSettings(
             seclevel=ssl.seclevel,
             sslversion=ssl.sslversion,
-            dataformat=DataFormat.HEX if ssl.dataformat == "hex" else DataFormat.TEXT,
+            dataformat=DataFormat.HEX if ssl.dataformat.send == "hex" else DataFormat.TEXT,
+            recv_format=DataFormat.HEX if ssl.dataformat.recv == "hex" else DataFormat.TEXT,
             timeout=ssl.timeout,
             debug=ssl.debug,
         ),
@@ -73,6 +74,7 @@ def modem_options(config: Config) -> ModemOptions:
         reopen_initial=config.serial.reopen_backoff.initial,
         reopen_max=config.serial.reopen_backoff.max,
         init_attempts=max(config.modem.init_retries, 1) * 3,
+        profile=module_profile(config),
         trace=None
         if config.serial.trace is None
         else SerialTraceOptions(
@@ -102,6 +104,7 @@ class Daemon:
         self.modem.engine_listeners.append(self._new_engine)
         self.modem.ready_listeners.append(self._module_ready)
         self.modem.lost_listeners.append(self._module_lost)
+        self.modem.fatal_listeners.append(self._module_fatal)
         self.cert_digests = {s.connect_id: certificate_digest(s) for s in config.sockets}
         self.listening = False
         self.ready_once: defer.Deferred[None] = defer.Deferred()
@@ -113,10 +116,12 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        profile = self.modem.options.profile
         log.info(
-            "bridged starting: {n} socket(s) on {device}",
+            "bridged starting: {n} socket(s) on {device}, module {model}",
             n=len(self.bridges),
             device=self.config.serial.device,
+            model="auto (ATI / AT+CGMM)" if profile is None else profile.label,
         )
         self.modem.start()
 
@@ -241,6 +246,10 @@ class Daemon:
         for bridge in [*self._retiring, *self.bridges]:
             bridge.attach(qssl)
         self.pump.qssl = qssl
+
+    def _module_fatal(self, why: str) -> None:
+        self.fatal = why
+        self.reactor.stop()
 
     def _module_ready(self, qssl: QsslClient) -> None:
         if not self.listening:

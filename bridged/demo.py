@@ -1,8 +1,10 @@
 """``bridged demo``: the whole path on one machine, no hardware.
 
 Starts, in one process: a TLS echo server that demands a client certificate (restricted to
-suites the module offers), the BC26 emulator on a temporary pty, and the bridge with
-generated certificates and configuration. Socket 0 then is an echo at 127.0.0.1:7000.
+suites the module offers), the emulated module (``--model``: bc26 by default, or bc20,
+bc660k, bc950k: one profile for emulator, bridge and echo server) on a temporary pty, and
+the bridge with generated certificates and configuration. Socket 0 then is an echo at
+127.0.0.1:7000.
 """
 
 from __future__ import annotations
@@ -22,12 +24,10 @@ from typing import Any
 import trustme
 from twisted.logger import Logger
 
+from bridged.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile
 from bridged.module_tls import openssl_cipher_string
 
 log = Logger(namespace="bridged.demo")
-
-# The suites a demo server offers: what the module can negotiate, nothing else.
-DEMO_SERVER_CIPHERS = openssl_cipher_string()
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,11 @@ class TlsEchoServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, pki: DemoPki, port: int = 0) -> None:
+    def __init__(self, pki: DemoPki, port: int = 0, module: ModuleProfile = BC26) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.maximum_version = ssl.TLSVersion.TLSv1_2
-        context.set_ciphers(DEMO_SERVER_CIPHERS)
+        # What this module can negotiate, nothing else.
+        context.set_ciphers(openssl_cipher_string(module.cipher_suites))
         context.load_cert_chain(pki.server_cert, pki.server_key)
         context.load_verify_locations(pki.ca_cert)
         context.verify_mode = ssl.CERT_REQUIRED
@@ -111,7 +112,13 @@ class TlsEchoServer(socketserver.ThreadingTCPServer):
 
 
 def demo_config(
-    directory: Path, device: Path, pki: DemoPki, server_port: int, port: int, metrics_port: int
+    directory: Path,
+    device: Path,
+    pki: DemoPki,
+    server_port: int,
+    port: int,
+    metrics_port: int,
+    model: str = "bc26",
 ) -> str:
     return f"""\
 # Written by `bridged demo`: socket 0 is a mutual-TLS echo through the emulated module.
@@ -119,6 +126,7 @@ serial:
   device: {device}
   baudrate: 115200
 modem:
+  model: {model}
   prompt_delay: 0.5
 ssl:
   seclevel: 2
@@ -166,13 +174,14 @@ def demo_main(args: argparse.Namespace) -> int:
     directory = Path(tempfile.mkdtemp(prefix="bridged-demo-"))
     directory.chmod(0o700)
     pki = make_demo_pki(directory)
-    server = TlsEchoServer(pki)
+    module = BUILTIN_PROFILES[getattr(args, "model", "bc26")]
+    server = TlsEchoServer(pki, module=module)
     server.start()
-    device = directory / "ttyBC26"
-    emulator = Emulator(device, baud=args.baud, profile=args.profile)
+    device = directory / f"tty{module.name.upper()}"
+    emulator = Emulator(device, baud=args.baud, profile=args.profile, module_profile=module)
     config_path = directory / "bridged.yaml"
     config_path.write_text(
-        demo_config(directory, device, pki, server.port, args.port, args.metrics_port)
+        demo_config(directory, device, pki, server.port, args.port, args.metrics_port, module.name)
     )
     config = load_config(config_path)
     daemon = Daemon(reactor, config)
@@ -186,7 +195,7 @@ def demo_main(args: argparse.Namespace) -> int:
         print(
             f"""
 bridged demo is running (Ctrl+C to stop).
-  emulated BC26 on      {device} ({args.baud} baud, profile {args.profile})
+  emulated {module.label:<12} on {device} ({args.baud} baud, profile {args.profile})
   TLS echo server on    127.0.0.1:{server.port} (mutual TLS, module suites only)
   socket 0 listens on   127.0.0.1:{args.port}
   metrics               http://127.0.0.1:{args.metrics_port}/metrics

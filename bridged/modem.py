@@ -33,6 +33,7 @@ from bridged.backoff import Backoff
 from bridged.lifecycle import Action as LifecycleAction
 from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
 from bridged.lifecycle import SetTimer as LifecycleTimer
+from bridged.module_profile import BC26, ModuleProfile
 from bridged.qssl import CertKind, QsslClient, SslSocketSettings
 from bridged.serial_access import ExclusiveSerialPort
 from bridged.serial_tap import SerialTraceOptions, tap
@@ -69,6 +70,12 @@ class ModemOptions:
     init_attempts: int = 10
     reset_grace: float = 15.0  # after AT+QRST=1, how long to wait for the boot banner
     trace: SerialTraceOptions | None = None  # record the line (bridged.serial_trace)
+    #: The module model; None: ask the module (ATI / AT+CGMM) at every initialisation.
+    profile: ModuleProfile | None = BC26
+
+
+class WrongModule(ATError):
+    """The module identified itself as a model that lacks a configured socket."""
 
 
 class Modem:
@@ -94,7 +101,9 @@ class Modem:
             guard_time=options.guard_time,
             data_mode_quiet=self._data_mode_timeout(),
         )
-        self.qssl: QsslClient | None = QsslClient(self.engine, self.clock, options.command_timeout)
+        self.qssl: QsslClient | None = QsslClient(
+            self.engine, self.clock, options.command_timeout, options.profile or BC26
+        )
         self.engine.lost_listeners.append(self._serial_lost)
         self.engine.unresponsive_listeners.append(self._unresponsive)
         self.engine.command_observers.append(self._observe_command)
@@ -102,6 +111,8 @@ class Modem:
         self.ready_listeners: list[Callable[[QsslClient], None]] = []
         self.lost_listeners: list[Callable[[str], None]] = []
         self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
+        # Called with a reason when running on is pointless (the module is the wrong model).
+        self.fatal_listeners: list[Callable[[str], None]] = []
         self._engine_announced: list[Callable[[ATEngine, QsslClient], None]] = []
         self.restarts: dict[str, int] = {}
         self.serial_reopens = 0
@@ -334,6 +345,11 @@ class Modem:
         def failed(failure: Failure) -> None:
             if generation != self.lifecycle.generation or self.state is ModemState.SERIAL_DOWN:
                 return
+            if isinstance(failure.value, WrongModule):
+                log.critical("{why}", why=failure.getErrorMessage())
+                for listener in list(self.fatal_listeners):
+                    listener(failure.getErrorMessage())
+                return
             why = failure.getErrorMessage()
             log.error("module initialisation failed: {why}", why=why)
             self._life(self.lifecycle.init_failed(generation, self.clock.seconds(), why))
@@ -344,8 +360,36 @@ class Modem:
         qssl = self.qssl
         assert qssl is not None
         await qssl.init_module(self.options.init_attempts)
+        if self.options.profile is None:
+            await self._identify(qssl)
+        elif qssl.profile is not self.options.profile:
+            qssl.set_profile(self.options.profile)  # a reload changed modem.model
         for setup in self.sockets:
             await self._configure(qssl, setup)
+
+    async def _identify(self, qssl: QsslClient) -> None:
+        """``modem.model: auto``: take the profile the module names; check the sockets."""
+        found = await qssl.identify()
+        if found is None:
+            log.warn("module did not name a known model in ATI / AT+CGMM; assuming BC26")
+            found = BC26
+        else:
+            log.info("module identified as {model} (modem.model: auto)", model=found.label)
+        qssl.set_profile(found)
+        missing = [s.connect_id for s in self.sockets if s.connect_id not in found.connect_ids]
+        if missing:
+            raise WrongModule(
+                f"the module is a {found.label}, which has {found.connect_ids_text()}; "
+                f"configured connect_id(s) {', '.join(map(str, missing))} cannot work: "
+                "remove those sockets or set modem.model"
+            )
+        versions = sorted({s.settings.sslversion for s in self.sockets} - set(found.ssl_versions))
+        if versions:
+            raise WrongModule(
+                f"the module is a {found.label}, which does not take sslversion "
+                f"{', '.join(map(str, versions))} (it takes "
+                f"{', '.join(map(str, found.ssl_versions))}): change ssl.sslversion"
+            )
 
     def _boot_sign(self, text: str) -> None:
         if self.state is ModemState.SERIAL_DOWN:

@@ -7,7 +7,11 @@ needs after ``>`` before it takes data, whether it takes a second ``AT+QSSLSEND`
 socket before the first one's ``+QSSLSEND`` result, whether recv data comes quoted, and
 which ``+QSSLOPEN`` code each kind of open failure gives.
 
-Built in: :data:`BC26` and :data:`BC20` (what bridged and its emulator assume today).
+Built in: :data:`BC26` and :data:`BC20` (six sockets on context 1), and their successors
+:data:`BC660K` and :data:`BC950K` (one socket, connectID 0 on context 0, other limits and
+suites; ``/work/shared/spec/bc660k-ssl-at.md``). :func:`resolve_profile` turns the
+configuration's ``modem.model`` / ``modem.profile_file`` into one; :func:`detect_model`
+reads an ``ATI`` / ``AT+CGMM`` answer for ``model: auto``.
 A profile file (``bridged selftest`` writes one) is YAML naming a built-in ``base`` and
 overriding some of the field names below::
 
@@ -27,6 +31,7 @@ reading the file in :func:`load_profile_file`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +90,16 @@ class ModuleProfile:
     open_results: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    #: Whether result codes (``+QSSLOPEN``/``+QSSLSEND``/``+QSSLCLOSE`` ``<err>``) come
+    #: without their minus sign (the BC660K note's table lists 1..9). The host accepts
+    #: either sign from every module; this says which one the emulator writes.
+    unsigned_results: bool = False
+    #: The module's name as the vendor writes it (messages name it).
+    title: str = ""
+    #: The ids the command syntax accepts (test command ranges); of them only
+    #: ``context_id`` / ``connect_ids`` work, the others are refused with ERROR.
+    syntax_context_ids: tuple[int, ...] = (1, 2, 3)
+    syntax_connect_ids: tuple[int, ...] = tuple(range(6))
 
     def __post_init__(self) -> None:
         # A frozen profile must not be mutable through its mapping.
@@ -100,6 +115,20 @@ class ModuleProfile:
     def max_recv(self, hex_format: bool) -> int:
         return self.max_recv_hex if hex_format else self.max_recv_text
 
+    @property
+    def label(self) -> str:
+        """How messages name the module: its title, else the profile name."""
+        return self.title or self.name
+
+    def connect_ids_text(self) -> str:
+        """ "0..5" or "only connectID 0" for messages."""
+        ids = self.connect_ids
+        if len(ids) == 1:
+            return f"only connectID {ids[0]} (one socket)"
+        if ids == tuple(range(ids[0], ids[-1] + 1)):
+            return f"connectIDs {ids[0]}..{ids[-1]}"
+        return "connectIDs " + ", ".join(map(str, ids))
+
 
 BC26 = ModuleProfile(
     name="bc26",
@@ -112,11 +141,39 @@ BC26 = ModuleProfile(
     # What the emulator does today: a server's handshake_failure to a module without a
     # client certificate is a failed negotiation for mbedTLS (-5), not a certificate error.
     open_results={"wrong_ca": -3, "client_cert_missing": -5, "port_closed": -2, "dns_failure": -2},
+    title="BC26",
 )
 #: The BC20 speaks the same SSL commands with the same numbers.
-BC20 = dataclasses.replace(BC26, name="bc20")
+BC20 = dataclasses.replace(BC26, name="bc20", title="BC20")
 
-BUILTIN_PROFILES: dict[str, ModuleProfile] = {p.name: p for p in (BC26, BC20)}
+_SUCCESSOR_SUITES = (0x002F, 0x0035, 0x000A, 0x00FF)  # the BC660K note's list, its order
+#: BC660K-GL: the BC26's successor (``bc660k-ssl-at.md``): context 0, connectID 0 only,
+#: send ≤ 1024 and recv ≤ 1400 bytes in either format, three suites, TLS 1.0-1.2.
+BC660K = ModuleProfile(
+    name="bc660k",
+    title="BC660K-GL",
+    context_id=0,
+    connect_ids=(0,),
+    max_send_hex=1024,
+    max_send_text=1024,
+    max_recv_hex=1400,
+    max_recv_text=1400,
+    cipher_suites=tuple(
+        next(s for s in MODULE_CIPHER_SUITES if s.code == code) for code in _SUCCESSOR_SUITES
+    ),
+    ssl_versions=(1, 2, 3, 4),  # no SSL 3.0
+    syntax_context_ids=tuple(range(11)),
+    syntax_connect_ids=tuple(range(5)),
+    # The same situations as the BC26; the note prints the codes without a sign.
+    open_results=BC26.open_results,
+    unsigned_results=True,
+)
+#: BC950K-GL: the same SSL application note as the BC660K-GL.
+BC950K = dataclasses.replace(BC660K, name="bc950k", title="BC950K-GL")
+
+BUILTIN_PROFILES: dict[str, ModuleProfile] = {p.name: p for p in (BC26, BC20, BC660K, BC950K)}
+#: ``modem.model`` values: the built-ins, and ``auto`` (ask the module: ATI / AT+CGMM).
+MODEL_CHOICES: tuple[str, ...] = (*BUILTIN_PROFILES, "auto")
 
 _SUITES_BY_NAME: dict[str, CipherSuite] = {s.iana_name: s for s in MODULE_CIPHER_SUITES}
 _FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModuleProfile))
@@ -190,6 +247,10 @@ def check_profile(p: ModuleProfile) -> list[str]:
         problems.append("max_send_text: smaller than max_send_hex")
     if p.max_recv_text < p.max_recv_hex:
         problems.append("max_recv_text: smaller than max_recv_hex")
+    if p.context_id not in p.syntax_context_ids:
+        problems.append("context_id: not among syntax_context_ids")
+    if not set(p.connect_ids) <= set(p.syntax_connect_ids):
+        problems.append("connect_ids: not all among syntax_connect_ids")
     missing = [s for s in OPEN_SITUATIONS if s not in p.open_results]
     if missing:
         problems.append(f"open_results: no code for {', '.join(missing)}")
@@ -267,8 +328,42 @@ _CONVERTERS: dict[str, Any] = {
     "max_unconfirmed_sends": lambda raw, base: _int(raw, 1, 16),
     "recv_quoted": _bool,
     "open_results": _open_results,
+    "unsigned_results": _bool,
+    "title": lambda raw, base: _name(raw, base),
+    "syntax_context_ids": lambda raw, base: _int_list(raw, 0, 15),
+    "syntax_connect_ids": lambda raw, base: _int_list(raw, 0, 15),
 }
 assert set(_CONVERTERS) == set(_FIELDS)
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def resolve_profile(model: str, profile_file: str | Path | None = None) -> ModuleProfile | None:
+    """The profile for ``modem.model`` / ``modem.profile_file``; None for ``auto``.
+
+    A profile file wins over the model (it names its own base); ModuleProfileError if it
+    is invalid, KeyError for an unknown model.
+    """
+    if profile_file is not None:
+        return load_profile_file(profile_file)
+    if model == "auto":
+        return None
+    return builtin_profile(model)
+
+
+def detect_model(answer: str) -> ModuleProfile | None:
+    """The built-in profile an ``ATI`` or ``AT+CGMM`` answer names, or None.
+
+    ``ATI`` answers ``Quectel`` / ``BC660K-GL`` / ``Revision: ...``; ``AT+CGMM`` the model
+    alone. The longest matching name wins (``BC20`` is not ``BC260Y``'s prefix issue).
+    """
+    words = re.findall(r"[A-Za-z0-9]+", answer.upper())
+    for word in words:
+        for profile in BUILTIN_PROFILES.values():
+            if word == profile.name.upper() or word == profile.label.upper().split("-")[0]:
+                return profile
+    return None
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,4 +1,8 @@
-"""``bridged probe HOST:PORT``: will this TLS server accept the BC26's handshake?
+"""``bridged probe HOST:PORT``: will this TLS server accept the module's handshake?
+
+The module is a :class:`~bridged.module_profile.ModuleProfile` (``--model``, or the
+configuration's ``modem.model`` / ``modem.profile_file`` with ``-c``): its suites and TLS
+versions are what the handshakes offer (a BC660K-GL offers three suites, no SSL 3.0).
 
 From the machine it runs on, the probe makes the handshakes the module would make, with
 the module's one client profile (:mod:`bridged.module_tls`): each of its suites alone at
@@ -34,7 +38,15 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from bridged.config import ConfigError, Endpoint, SocketConfig, load_config
+from bridged.config import (
+    Config,
+    ConfigError,
+    Endpoint,
+    SocketConfig,
+    load_config,
+    module_profile,
+)
+from bridged.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile, ModuleProfileError
 from bridged.module_tls import (
     MODULE_CIPHER_SUITES,
     CipherSuite,
@@ -352,7 +364,7 @@ class Attempt:
     """One module-like handshake: settings, suites offered, SNI or not."""
 
     ssl: SslUnderTest
-    suites: tuple[CipherSuite, ...] = MODULE_CIPHER_SUITES
+    suites: tuple[CipherSuite, ...] = ()  # empty: the module's whole offer
     sni: bool = True
     # False: present the client identity but do not check the server's chain, to learn
     # whether the server accepts our certificate when the chain check would stop us first.
@@ -362,9 +374,10 @@ class Attempt:
 class Prober:
     """Runs handshakes against one server; identical attempts run once."""
 
-    def __init__(self, target: Endpoint, timeout: float) -> None:
+    def __init__(self, target: Endpoint, timeout: float, profile: ModuleProfile = BC26) -> None:
         self.target = target
         self.timeout = timeout
+        self.profile = profile
         self._done: dict[Attempt, Handshake] = {}
 
     def module(self, attempt: Attempt) -> Handshake:
@@ -372,7 +385,12 @@ class Prober:
         if attempt not in self._done:
             s = attempt.ssl
             context = client_context(
-                s.sslversion, s.seclevel, s.cacert, s.clientcert, s.clientkey, suites=attempt.suites
+                s.sslversion,
+                s.seclevel,
+                s.cacert,
+                s.clientcert,
+                s.clientkey,
+                suites=attempt.suites or self.profile.cipher_suites,
             )
             if not attempt.verify_server:
                 context.verify_mode = ssl.CERT_NONE
@@ -478,7 +496,7 @@ def testable_suites() -> dict[int, int]:
 def probe_suites(prober: Prober) -> list[SuiteRow]:
     testable = testable_suites()
     rows = []
-    for suite in MODULE_CIPHER_SUITES:
+    for suite in prober.profile.cipher_suites:
         if suite.openssl_name is None:
             continue  # the renegotiation SCSV is a signal, not a suite
         cells: dict[int, Cell] = {}
@@ -513,8 +531,9 @@ class VersionRow:
 
 
 def probe_sslversions(prober: Prober) -> list[VersionRow]:
-    rows = [VersionRow(0, None)]
-    for sslversion in (1, 2, 3, 4):
+    versions = prober.profile.ssl_versions
+    rows = [VersionRow(0, None)] if 0 in versions else []
+    for sslversion in (v for v in (1, 2, 3, 4) if v in versions):
         rows.append(VersionRow(sslversion, prober.module(Attempt(SslUnderTest(0, sslversion)))))
     return rows
 
@@ -595,6 +614,7 @@ class Facts:
     suites: list[SuiteRow]
     versions: list[VersionRow]
     no_answer: Handshake | None = None  # set when nothing answered: all else is empty
+    module: str = "BC26"  # the module model whose handshakes these are (its profile's label)
 
     def accepted(self) -> list[tuple[CipherSuite, int]]:
         """(suite, pinned sslversion) pairs the server accepted, best version first."""
@@ -781,7 +801,7 @@ def _suite_fixes(s: SslUnderTest, facts: Facts) -> tuple[str, ...]:
         )
         return tuple(fixes)
     best_version = max(allowed)
-    suite = _recommended_suite(best_version)
+    suite = _recommended_suite(best_version, [row.suite for row in facts.suites])
     if suite is not None:
         fixes.append(
             f"enable {suite.iana_name} (OpenSSL: {suite.openssl_name}) and "
@@ -790,10 +810,10 @@ def _suite_fixes(s: SslUnderTest, facts: Facts) -> tuple[str, ...]:
     return tuple(fixes)
 
 
-def _recommended_suite(version: int) -> CipherSuite | None:
+def _recommended_suite(version: int, suites: Sequence[CipherSuite]) -> CipherSuite | None:
     """The module's most preferred suite that exists at ``version`` and can be named."""
     lowest = testable_suites()
-    for suite in MODULE_CIPHER_SUITES:
+    for suite in suites:
         if suite.code in lowest and lowest[suite.code] <= version:
             return suite
     return None
@@ -879,8 +899,13 @@ class Report:
         return all(v.works for v in self.verdicts)
 
 
-def run_probe(target: Endpoint, sockets: Sequence[SocketUnderTest], timeout: float) -> Report:
-    prober = Prober(target, timeout)
+def run_probe(
+    target: Endpoint,
+    sockets: Sequence[SocketUnderTest],
+    timeout: float,
+    profile: ModuleProfile = BC26,
+) -> Report:
+    prober = Prober(target, timeout, profile)
     modern = prober.modern()
     # A modern handshake that times out may be a middlebox choking on its big hello, so
     # the module's own hello gets its chance before we give up.
@@ -889,7 +914,9 @@ def run_probe(target: Endpoint, sockets: Sequence[SocketUnderTest], timeout: flo
         # Nothing answers: every further handshake would fail (or wait) the same way.
         no_answer = base or modern
         sni = SniReport(False, "not checked")
-        facts = Facts(target, modern, None, ClientAuth.UNKNOWN, sni, [], [], no_answer)
+        facts = Facts(
+            target, modern, None, ClientAuth.UNKNOWN, sni, [], [], no_answer, profile.label
+        )
         return Report(facts, [judge(s, facts, prober) for s in sockets])
     leaf = base.leaf or modern.leaf
     facts = Facts(
@@ -900,6 +927,7 @@ def run_probe(target: Endpoint, sockets: Sequence[SocketUnderTest], timeout: flo
         sni=probe_sni(prober),
         suites=probe_suites(prober),
         versions=probe_sslversions(prober),
+        module=profile.label,
     )
     return Report(facts, [judge(s, facts, prober) for s in sockets])
 
@@ -934,7 +962,8 @@ _CLIENT_AUTH_TEXT = {
 def render_text(report: Report) -> str:
     facts = report.facts
     lines = [
-        f"bridged probe {facts.target}: the BC26's TLS handshakes, made from this machine",
+        f"bridged probe {facts.target}: the {facts.module}'s TLS handshakes, "
+        "made from this machine",
         "",
         *_server_lines(facts),
     ]
@@ -1109,8 +1138,13 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridged probe",
-        description="Try the TLS handshakes a BC26/BC20 module would make against a server, "
-        "and say whether each configured socket would connect.",
+        description="Try the TLS handshakes a BC26/BC20/BC660K/BC950K module would make "
+        "against a server, and say whether each configured socket would connect.",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(BUILTIN_PROFILES),
+        help="the module model (default: -c CONFIG's modem.model, else bc26)",
     )
     parser.add_argument("target", metavar="HOST:PORT", help="the TLS server, as in remote:")
     parser.add_argument("-c", "--config", help="take the sockets' ssl settings from this file")
@@ -1140,11 +1174,11 @@ def probe_main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or argparse's own usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        target, sockets = _sockets_from_args(args)
+        target, sockets, profile = _sockets_from_args(args)
     except UsageError as exc:
         print(f"bridged probe: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    report = run_probe(target, sockets, args.timeout)
+    report = run_probe(target, sockets, args.timeout, profile)
     if args.json:
         print(json.dumps(to_json(report), indent=2))
     else:
@@ -1152,7 +1186,9 @@ def probe_main(argv: list[str]) -> int:
     return EXIT_ALL_WORK if report.all_work else EXIT_SOME_FAIL
 
 
-def _sockets_from_args(args: argparse.Namespace) -> tuple[Endpoint, list[SocketUnderTest]]:
+def _sockets_from_args(
+    args: argparse.Namespace,
+) -> tuple[Endpoint, list[SocketUnderTest], ModuleProfile]:
     try:
         target = Endpoint.parse(args.target)
     except ValueError as exc:
@@ -1162,10 +1198,17 @@ def _sockets_from_args(args: argparse.Namespace) -> tuple[Endpoint, list[SocketU
     if args.config is None:
         if args.connect_id is not None:
             raise UsageError("--connect-id needs -c CONFIG")
-        return target, [_command_line_socket(args)]
+        return target, [_command_line_socket(args)], BUILTIN_PROFILES[args.model or "bc26"]
     if any((args.cacert, args.clientcert, args.clientkey)):
         raise UsageError("give certificates either in -c CONFIG or as options, not both")
-    return target, _config_sockets(Path(args.config), target, args.connect_id)
+    config = _load(Path(args.config))
+    try:
+        configured = module_profile(config)
+    except ModuleProfileError as exc:
+        raise UsageError(str(exc)) from None
+    # --model wins; "auto" in the configuration: the model is known only at start.
+    profile = BUILTIN_PROFILES[args.model] if args.model else configured or BC26
+    return target, _config_sockets(config, Path(args.config), target, args.connect_id), profile
 
 
 def _command_line_socket(args: argparse.Namespace) -> SocketUnderTest:
@@ -1186,13 +1229,18 @@ def _command_line_socket(args: argparse.Namespace) -> SocketUnderTest:
     return SocketUnderTest("command line", settings)
 
 
-def _config_sockets(path: Path, target: Endpoint, connect_id: int | None) -> list[SocketUnderTest]:
+def _load(path: Path) -> Config:
     try:
         # Certificate files are checked below, only those the seclevel uses; the rest of
         # check_files (key permissions, control group) is about the gateway, not here.
-        config = load_config(path, check_files=False)
+        return load_config(path, check_files=False)
     except ConfigError as exc:
         raise UsageError(f"configuration errors:\n{exc}") from None
+
+
+def _config_sockets(
+    config: Config, path: Path, target: Endpoint, connect_id: int | None
+) -> list[SocketUnderTest]:
     if connect_id is not None:
         chosen = [s for s in config.sockets if s.connect_id == connect_id]
         if not chosen:

@@ -19,8 +19,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bridged.at_codec import (
-    CONNECT_IDS,
-    CONTEXT_ID,
     CTRL_Z,
     BootSign,
     ClosedUrc,
@@ -42,6 +40,7 @@ from bridged.at_engine import (
     DataPhase,
     Priority,
 )
+from bridged.module_profile import BC26, ModuleProfile, detect_model
 
 log = Logger(namespace="bridged.qssl")
 
@@ -125,9 +124,15 @@ class SslSocketSettings:
 
     seclevel: int
     sslversion: int
+    #: The send format (chunk encoding), and the recv format unless ``recv_format``.
     dataformat: DataFormat
     timeout: int
     debug: int
+    recv_format: DataFormat | None = None
+
+    @property
+    def recv(self) -> DataFormat:
+        return self.dataformat if self.recv_format is None else self.recv_format
 
 
 class SocketListener:
@@ -151,15 +156,28 @@ T = TypeVar("T", OpenResult, SendResult, CloseResult)
 class QsslClient:
     """Typed QSSL operations over one :class:`ATEngine`."""
 
-    def __init__(self, engine: ATEngine, clock: IReactorTime, command_timeout: float = 5.0):
+    def __init__(
+        self,
+        engine: ATEngine,
+        clock: IReactorTime,
+        command_timeout: float = 5.0,
+        profile: ModuleProfile = BC26,
+    ):
         self.engine = engine
         self.clock = clock
         self.command_timeout = command_timeout
         self.listeners: dict[int, SocketListener] = {}
         self.boot_listeners: list[Callable[[str], None]] = []
-        self.open_timeouts: dict[int, float] = dict.fromkeys(CONNECT_IDS, 90.0)
+        self.set_profile(profile)
         self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
         engine.event_listeners.append(self._on_event)
+
+    def set_profile(self, profile: ModuleProfile) -> None:
+        """Speak to this module model: its ids in commands, its limits; the decoder too."""
+        self.profile = profile
+        self.context_id = profile.context_id
+        self.open_timeouts: dict[int, float] = dict.fromkeys(profile.connect_ids, 90.0)
+        self.engine.decoder.set_profile(profile)
 
     # ------------------------------------------------------------------ URC routing
 
@@ -173,6 +191,20 @@ class QsslClient:
         self.listeners.pop(connect_id, None)
 
     # ------------------------------------------------------------------ module
+
+    async def identify(self) -> ModuleProfile | None:
+        """Which built-in profile the module names in ``ATI`` (else ``AT+CGMM``)."""
+        for command in ("ATI", "AT+CGMM"):
+            try:
+                response = await self.engine.command(
+                    command, timeout=self.command_timeout, priority=Priority.HIGH
+                )
+            except CommandError:
+                continue
+            found = detect_model("\n".join(response.lines))
+            if found is not None:
+                return found
+        return None
 
     async def init_module(self, attempts: int = 10) -> None:
         """Bring a freshly opened or rebooted module to a known state."""
@@ -191,19 +223,19 @@ class QsslClient:
 
     async def configure_socket(self, connect_id: int, settings: SslSocketSettings) -> None:
         """Write every QSSLCFG setting of one socket (they are lost on reboot and wake)."""
-        fmt = settings.dataformat.value
+        send, recv = settings.dataformat.value, settings.recv.value
         writes = [
             f'"seclevel",{settings.seclevel}',
             f'"sslversion",{settings.sslversion}',
-            f'"dataformat",{fmt},{fmt}',
+            f'"dataformat",{send},{recv}',
             f'"timeout",{settings.timeout}',
             f'"debug",{settings.debug}',
         ]
         for write in writes:
             await self._command(
-                f"AT+QSSLCFG={CONTEXT_ID},{connect_id},{write}", priority=Priority.HIGH
+                f"AT+QSSLCFG={self.context_id},{connect_id},{write}", priority=Priority.HIGH
             )
-        self.engine.decoder.set_recv_format(connect_id, settings.dataformat)
+        self.engine.decoder.set_recv_format(connect_id, settings.recv)
         self.open_timeouts[connect_id] = settings.timeout + NETWORK_MARGIN
 
     async def upload(self, connect_id: int, kind: CertKind, pem: bytes) -> None:
@@ -211,12 +243,12 @@ class QsslClient:
         if CTRL_Z in pem or b"\x1b" in pem:
             raise ValueError(f"{kind} contains Ctrl+Z or Esc, which would end the upload")
         response = await self.engine.command(
-            f'AT+QSSLCFG={CONTEXT_ID},{connect_id},"{kind}"',
+            f'AT+QSSLCFG={self.context_id},{connect_id},"{kind}"',
             timeout=self.command_timeout + len(pem) / 500,
             data=DataPhase(pem, terminator=CTRL_Z, redact=True),
             priority=Priority.HIGH,
         )
-        prefix = f'+QSSLCFG: {CONTEXT_ID},{connect_id},"{kind}",'
+        prefix = f'+QSSLCFG: {self.context_id},{connect_id},"{kind}",'
         counts = [line[len(prefix) :] for line in response.lines if line.startswith(prefix)]
         if not counts or not counts[0].strip().isdigit():
             raise UploadMismatch(f"socket {connect_id}: {kind} upload: no byte count in reply")
@@ -233,7 +265,7 @@ class QsslClient:
         result = self._expect(OpenResult, connect_id, self.open_timeouts[connect_id])
         try:
             await self._command(
-                f"AT+QSSLOPEN={CONTEXT_ID},{connect_id},{quote(host)},{port},0",
+                f"AT+QSSLOPEN={self.context_id},{connect_id},{quote(host)},{port},0",
                 priority=Priority.NORMAL,
             )
         except CommandError as e:
@@ -261,14 +293,15 @@ class QsslClient:
         Returns two Deferreds: *accepted* fires at ``OK`` (the serial line is free for the
         next command), *confirmed* at ``+QSSLSEND: 1,<id>,0``. Either fails on error.
         """
-        if not 1 <= len(payload) <= data_format.max_send:
-            raise ValueError(f"chunk of {len(payload)} bytes outside 1..{data_format.max_send}")
+        limit = self.profile.max_send(data_format is DataFormat.HEX)
+        if not 1 <= len(payload) <= limit:
+            raise ValueError(f"chunk of {len(payload)} bytes outside 1..{limit}")
         result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
         # The OK after the data may take as long as the socket's "timeout" setting plus
         # network delay (the note): waiting a fixed few seconds would time out a send the
         # module still answers, and its late OK would meet the next command.
         accepted = self.engine.command(
-            f"AT+QSSLSEND={CONTEXT_ID},{connect_id},{len(payload)}",
+            f"AT+QSSLSEND={self.context_id},{connect_id},{len(payload)}",
             timeout=self.command_timeout,
             data=DataPhase(
                 encode_payload(payload, data_format), counted=data_format is DataFormat.TEXT
@@ -307,7 +340,7 @@ class QsslClient:
         result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
         try:
             await self.engine.command(
-                f"AT+QSSLSEND={CONTEXT_ID},{connect_id}",
+                f"AT+QSSLSEND={self.context_id},{connect_id}",
                 timeout=self.command_timeout,
                 data=DataPhase(payload, terminator=CTRL_Z),
                 result_timeout=self.open_timeouts[connect_id],
@@ -323,7 +356,9 @@ class QsslClient:
         """Close a socket. A module that answers OK without ``+QSSLCLOSE:`` is tolerated."""
         result = self._expect(CloseResult, connect_id, CLOSE_RESULT_WAIT)
         try:
-            await self._command(f"AT+QSSLCLOSE={CONTEXT_ID},{connect_id}", priority=Priority.HIGH)
+            await self._command(
+                f"AT+QSSLCLOSE={self.context_id},{connect_id}", priority=Priority.HIGH
+            )
         except CommandError as e:
             _discard(result)
             # Already closed (by the network, say): the socket is closed either way.

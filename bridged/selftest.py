@@ -39,6 +39,7 @@ from bridged.module_profile import (
     BC26,
     OPEN_SITUATIONS,
     ModuleProfile,
+    detect_model,
     profile_yaml,
 )
 from bridged.selftest_line import Line, PortBusy, port_holders
@@ -201,7 +202,9 @@ def check_firmware(t: Selftest) -> None:
     ati = t.line.command("ATI")
     cgmr = t.line.command("AT+CGMR")
     text = " ".join(ati.lines)
-    detected = "bc20" if "BC20" in text.upper() else "bc26" if "BC26" in text.upper() else None
+    found = detect_model(text)  # module_profile's one reading of ATI
+    # The self-test's sockets and commands are the BC26/BC20's (six sockets, context 1).
+    detected = found.name if found in (BC26, BC20) else None
     wanted = t.options.model
     if wanted != "auto":
         t.base = {"bc26": BC26, "bc20": BC20}[wanted]

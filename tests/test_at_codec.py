@@ -25,6 +25,7 @@ from bridged.at_codec import (
     encode_payload,
     quote,
 )
+from bridged.module_profile import BC660K
 
 
 def decode(data: bytes, **formats: DataFormat) -> list[Event]:
@@ -297,3 +298,32 @@ def test_bare_text_data_beginning_with_a_quote_is_read_as_quoted() -> None:
     assert [type(e) for e in events] == [ProtocolError, FinalResult]
     truncated = b'\r\n+QSSLURC: "recv",1,1,10,"abc\r\n\r\n+QSSLSEND: 1,1,0\r\n\r\nOK\r\n'
     assert not any(isinstance(e, RecvUrc) for e in decode(truncated, c1=DataFormat.TEXT))
+
+
+# --------------------------------------------------------------------------- module profiles
+
+
+def test_a_bc660k_decoder_takes_its_own_ids_and_limits() -> None:
+    decoder = ATDecoder(profile=BC660K)
+    data = bytes(range(256)) * 5 + bytes(120)  # 1400 bytes: over the BC26's 650 in hex
+    urc = b'\r\n+QSSLURC: "recv",0,0,1400,"' + data.hex().encode() + b'"\r\n'
+    assert decoder.feed(urc) == [RecvUrc(0, data)]
+    # Context 1 / socket 1 are the BC26's; on a BC660K they are nobody's.
+    events = decoder.feed(b'\r\n+QSSLURC: "recv",1,0,2,"6869"\r\n+QSSLURC: "closed",0,1\r\n')
+    assert [type(e) for e in events] == [ProtocolError, ProtocolError]
+    assert decoder.feed(b'\r\n+QSSLURC: "closed",0,0\r\n') == [ClosedUrc(0)]
+
+
+@pytest.mark.parametrize("written", [b"3", b"-3"])
+def test_result_codes_of_either_sign_mean_the_same(written: bytes) -> None:
+    # The BC660K's note prints 1..9 without the sign the BC26 writes.
+    decoder = ATDecoder(profile=BC660K)
+    events = decoder.feed(b"\r\n+QSSLOPEN: 0,0," + written + b"\r\n+QSSLSEND: 0,0,0\r\n")
+    assert events == [OpenResult(0, -3), SendResult(0, 0)]
+
+
+def test_damage_on_a_bc660k_touches_its_one_socket() -> None:
+    decoder = ATDecoder(profile=BC660K)
+    events = decoder.feed(b'\r\n+QSSLURC: "cl0sed",0,0\r\n+QSSLURB: "recv",0,0,2,"4142"\r\n')
+    errors = [e for e in events if isinstance(e, ProtocolError)]
+    assert [e.sockets for e in errors] == [(0,), (0,)]

@@ -20,6 +20,7 @@ from bridged.config import (
     Config,
     ConfigError,
     ControlConfig,
+    DataFormats,
     Endpoint,
     LogConfig,
     MetricsConfig,
@@ -32,6 +33,7 @@ from bridged.config import (
     check_config_main,
     load_config,
     load_schema,
+    module_profile,
     parse_config,
 )
 
@@ -179,7 +181,10 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
     (
         "dataformat bin",
         HEAD + ONE_SOCKET + "    ssl: {dataformat: bin}\n",
-        ["{file}:12:23: sockets[0].ssl.dataformat: 'bin' is not one of 'hex', 'text'"],
+        [
+            "{file}:12:23: sockets[0].ssl.dataformat: 'bin' is not allowed; expected hex, "
+            "text, or {{send: hex|text, recv: hex|text}}"
+        ],
     ),
     (
         "mode typo",
@@ -529,7 +534,9 @@ sockets:
     assert sock.allow_remote is False
     assert sock.reconnect == ReconnectPolicy(initial=1, max=60, jitter=0.2, open_retries=3)
     assert sock.queue == QueueLimits(send_max_bytes=65536, recv_buffer_bytes=65536)
-    assert sock.ssl == SslSettings(seclevel=0, sslversion=4, dataformat="hex", timeout=90)
+    assert sock.ssl == SslSettings(
+        seclevel=0, sslversion=4, dataformat=DataFormats("hex", "hex"), timeout=90
+    )
     assert config.metrics == MetricsConfig(listen=Endpoint("127.0.0.1", 9464))
     assert config.log == LogConfig(level="info")
     assert config.control == ControlConfig(
@@ -580,6 +587,12 @@ def test_schema_defaults_match_the_dataclass_defaults() -> None:
             actual = str(actual)
         if dotted == "control.mode":
             actual = f"0{actual:o}"
+        if isinstance(actual, DataFormats):
+            default = (
+                DataFormats(default, default)
+                if isinstance(default, str)
+                else DataFormats(default["send"], default["recv"])
+            )
         assert actual == default, dotted
 
 
@@ -593,7 +606,7 @@ def test_per_socket_ssl_overrides_merge_over_defaults(conf_dir: Path) -> None:
     config = load_config(write_config(conf_dir, text))
     merged, inherited = config.sockets[0].ssl, config.sockets[1].ssl
     assert merged == dataclasses.replace(
-        config.ssl, seclevel=1, timeout=120, dataformat="text", clientkey=None
+        config.ssl, seclevel=1, timeout=120, dataformat=DataFormats("text", "text"), clientkey=None
     )
     assert merged.cacert == conf_dir / "ca.pem"
     assert inherited == config.ssl
@@ -714,3 +727,84 @@ def test_endpoint_parse_rejects(text: str) -> None:
 def test_endpoint_str_round_trips(host: str, port: int) -> None:
     endpoint = Endpoint(host, port)
     assert Endpoint.parse(str(endpoint)) == endpoint
+
+
+# --------------------------------------------------------------------------- module model
+
+TWO_SOCKETS = """\
+sockets:
+  - {connect_id: 0, listen: '127.0.0.1:7000', remote: 'h.example:1'}
+  - {connect_id: 1, listen: '127.0.0.1:7001', remote: 'h.example:1'}
+"""
+
+
+def test_a_second_socket_on_a_bc660k_is_an_error_naming_the_module(conf_dir: Path) -> None:
+    message = config_errors(conf_dir, HEAD + TWO_SOCKETS + "modem:\n  model: bc660k\n")
+    assert (
+        "sockets[1].connect_id: 1: the BC660K-GL (modem.model) has only connectID 0 (one socket)"
+        in message
+    )
+    assert "sockets[0]" not in message
+
+
+def test_the_models_limits_cover_sslversion(conf_dir: Path) -> None:
+    text = HEAD.replace("seclevel: 2", "seclevel: 2\n  sslversion: 0") + TWO_SOCKETS
+    message = config_errors(conf_dir, text + "modem:\n  model: bc950k\n")
+    assert "ssl.sslversion: sslversion 0 is not supported by the BC950K-GL" in message
+    # Reported once where it was set, not per socket.
+    assert message.count("sslversion 0") == 1
+
+
+def test_model_and_profile_file_are_read(conf_dir: Path) -> None:
+    one = "sockets:\n  - {connect_id: 0, listen: '127.0.0.1:7000', remote: 'h.example:1'}\n"
+    config = load_config(write_config(conf_dir, HEAD + one + "modem:\n  model: auto\n"))
+    assert (config.modem.model, module_profile(config)) == ("auto", None)
+    (conf_dir / "module.yaml").write_text("base: bc660k\nprompt_delay: 0.2\n")
+    config = load_config(
+        write_config(conf_dir, HEAD + one + "modem:\n  profile_file: module.yaml\n")
+    )
+    profile = module_profile(config)
+    assert profile is not None and (profile.context_id, profile.prompt_delay) == (0, 0.2)
+    assert config.modem.model == "bc26"  # the default; the file wins
+    # The file's module has one socket: a second is refused, naming the file.
+    message = config_errors(conf_dir, HEAD + TWO_SOCKETS + "modem:\n  profile_file: module.yaml\n")
+    assert "the BC660K-GL (" in message and "module.yaml) has only connectID 0" in message
+
+
+def test_a_bad_profile_file_is_a_configuration_error(conf_dir: Path) -> None:
+    (conf_dir / "module.yaml").write_text("base: bc99\n")
+    message = config_errors(conf_dir, HEAD + ONE_SOCKET + "modem:\n  profile_file: module.yaml\n")
+    assert "modem.profile_file: base: must be one of" in message
+
+
+def test_an_unknown_model_is_refused(conf_dir: Path) -> None:
+    message = config_errors(conf_dir, HEAD + ONE_SOCKET + "modem:\n  model: bc96\n")
+    assert "modem.model" in message and "bc660k" in message
+
+
+# --------------------------------------------------------------------------- dataformat
+
+
+def test_dataformat_per_direction_or_for_both(conf_dir: Path) -> None:
+    text = (
+        HEAD
+        + "  dataformat: {send: text, recv: hex}\n"
+        + TWO_SOCKETS.replace(
+            "remote: 'h.example:1'}\n  - {connect_id: 1",
+            "remote: 'h.example:1', ssl: {dataformat: text}}\n  - {connect_id: 1",
+        )
+    )
+    config = load_config(write_config(conf_dir, text))
+    assert config.ssl.dataformat == DataFormats("text", "hex")
+    assert [s.ssl.dataformat for s in config.sockets] == [
+        DataFormats("text", "text"),
+        DataFormats("text", "hex"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["{send: text}", "{send: text, recv: bin}", "{send: text, recv: hex, x: 1}"]
+)
+def test_a_bad_per_direction_dataformat_is_refused(conf_dir: Path, value: str) -> None:
+    message = config_errors(conf_dir, HEAD + ONE_SOCKET + f"    ssl: {{dataformat: {value}}}\n")
+    assert "sockets[0].ssl.dataformat" in message

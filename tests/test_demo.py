@@ -10,11 +10,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.rig import read_exactly
 from tests.support.tls_servers import free_port
 
 
-def test_bridged_demo_echoes_through_the_emulated_module(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("model", "title"), [("bc26", "BC26"), ("bc660k", "BC660K-GL")])
+def test_bridged_demo_echoes_through_the_emulated_module(
+    tmp_path: Path, model: str, title: str
+) -> None:
     port, metrics_port = free_port(), free_port()
     log = tmp_path / "demo.log"
     demo = subprocess.Popen(
@@ -27,6 +32,8 @@ def test_bridged_demo_echoes_through_the_emulated_module(tmp_path: Path) -> None
             str(port),
             "--metrics-port",
             str(metrics_port),
+            "--model",
+            model,
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -43,6 +50,8 @@ def test_bridged_demo_echoes_through_the_emulated_module(tmp_path: Path) -> None
             assert read_exactly(client, 24) == b"hello through the module"
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
         assert b'bridged_socket_tx_bytes_total{connect_id="0"} 24.0' in metrics
+        assert f"emulated {title}" in log.read_text()
+        assert f"module {title}" in log.read_text()  # bridged's own start-up line
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(15) == 0
         assert "bridged stopped" in log.read_text()

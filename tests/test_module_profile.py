@@ -10,11 +10,16 @@ import pytest
 from bridged.module_profile import (
     BC20,
     BC26,
+    BC660K,
+    BC950K,
+    MODEL_CHOICES,
     OPEN_SITUATIONS,
     ModuleProfileError,
+    detect_model,
     load_profile_file,
     parse_profile_text,
     profile_yaml,
+    resolve_profile,
 )
 from bridged.module_tls import MODULE_CIPHER_SUITES
 
@@ -26,7 +31,7 @@ def test_builtins_say_what_bridged_assumes_today() -> None:
     assert BC26.cipher_suites is MODULE_CIPHER_SUITES  # one definition, in module_tls
     assert (BC26.prompt_delay, BC26.max_unconfirmed_sends, BC26.recv_quoted) == (0.5, 1, True)
     assert set(BC26.open_results) == set(OPEN_SITUATIONS)
-    assert dataclasses.replace(BC20, name="bc26") == BC26
+    assert dataclasses.replace(BC20, name="bc26", title="BC26") == BC26
 
 
 def test_a_profile_is_immutable_including_its_open_results() -> None:
@@ -58,7 +63,7 @@ def test_a_file_overrides_its_base_and_merges_open_results() -> None:
     ("text", "message"),
     [
         ("prompt_delay: 0.2\n", "base: must be one of bc26, bc20"),
-        ("base: bc660k\n", "base: must be one of"),
+        ("base: bc96\n", "base: must be one of"),
         ("base: bc26\npromt_delay: 0.2\n", "promt_delay: unknown field"),
         ("base: bc26\nprompt_delay: 9\n", "prompt_delay: must be a number of seconds in 0..5"),
         ("base: bc26\nprompt_delay: yes\n", "prompt_delay: must be a number"),
@@ -106,3 +111,44 @@ def test_written_file_loads_back_to_the_same_profile(tmp_path: Path) -> None:
 def test_missing_file_is_a_profile_error(tmp_path: Path) -> None:
     with pytest.raises(ModuleProfileError, match="cannot read the file"):
         load_profile_file(tmp_path / "nope.yaml")
+
+
+def test_successors_say_what_their_note_says() -> None:
+    # /work/shared/spec/bc660k-ssl-at.md
+    for profile in (BC660K, BC950K):
+        assert (profile.context_id, profile.connect_ids) == (0, (0,))
+        assert (profile.max_send_hex, profile.max_send_text) == (1024, 1024)
+        assert (profile.max_recv_hex, profile.max_recv_text) == (1400, 1400)
+        assert [s.code for s in profile.cipher_suites] == [0x002F, 0x0035, 0x000A, 0x00FF]
+        assert profile.ssl_versions == (1, 2, 3, 4)
+        assert profile.unsigned_results
+    assert (BC660K.label, BC950K.label) == ("BC660K-GL", "BC950K-GL")
+    assert dataclasses.replace(BC950K, name="bc660k", title="BC660K-GL") == BC660K
+    assert MODEL_CHOICES == ("bc26", "bc20", "bc660k", "bc950k", "auto")
+
+
+@pytest.mark.parametrize(
+    ("answer", "name"),
+    [
+        ("Quectel_Ltd\nQuectel_BC26\nRevision: BC26NBR01A10", "bc26"),
+        ("Quectel\nBC660K-GL\nRevision: BC660KGLAAR01A03", "bc660k"),
+        ("BC950K-GL", "bc950k"),
+        ("Quectel_BC20", "bc20"),
+    ],
+)
+def test_detect_model_reads_ati_and_cgmm_answers(answer: str, name: str) -> None:
+    found = detect_model(answer)
+    assert found is not None and found.name == name
+
+
+def test_detect_model_names_nothing_it_does_not_know() -> None:
+    assert detect_model("Quectel\nBG96\nRevision: BG96MAR02A07M1G") is None
+
+
+def test_resolve_profile_by_model_file_or_auto(tmp_path: Path) -> None:
+    assert resolve_profile("bc660k") is BC660K
+    assert resolve_profile("auto") is None
+    path = tmp_path / "p.yaml"
+    path.write_text("base: bc660k\nprompt_delay: 0.3\n")
+    loaded = resolve_profile("bc26", path)
+    assert loaded is not None and loaded.context_id == 0 and loaded.prompt_delay == 0.3

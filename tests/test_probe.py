@@ -500,3 +500,40 @@ def test_config_without_a_socket_for_the_target_exits_2(
     assert probe_main(["127.0.0.1:9", "-c", str(config)]) == 2
     assert "no socket in" in capsys.readouterr().err
     assert probe_main(["127.0.0.1:9", "-c", str(config), "--connect-id", "5"]) == 2
+
+
+# --------------------------------------------------------------------------- module models
+
+BC660K_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+}
+
+
+def test_a_bc660k_offers_its_three_suites_and_no_ssl3(
+    servers: dict[str, RunningServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run_json(capsys, address(servers["compatible"]), "--model", "bc660k")
+    assert code == 0
+    assert set(results_by_suite(report)) == BC660K_SUITES
+    assert [row["sslversion"] for row in report["sslversions"]] == [1, 2, 3, 4]
+    assert only_verdict(report)["handshake"]["suite"] in BC660K_SUITES
+    probe_main([address(servers["compatible"]), "--model", "bc660k"])
+    assert "the BC660K-GL's TLS handshakes" in capsys.readouterr().out
+
+
+def test_a_sha256_only_server_suits_a_bc26_but_not_a_bc660k(
+    pki: Pki, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with start_openssl_server(pki, ["-cipher", "AES256-SHA256"]) as server:
+        assert run_json(capsys, address(server))[0] == 0  # the BC26's first suite
+        config = tmp_path / "bridged.yaml"
+        config.write_text(
+            "serial: {device: /dev/ttyUSB0}\nmodem: {model: bc660k}\nssl: {seclevel: 0}\n"
+            f"sockets:\n  - {{connect_id: 0, listen: '127.0.0.1:7000', "
+            f"remote: '{address(server)}'}}\n"
+        )
+        code, report = run_json(capsys, address(server), "-c", str(config))
+    assert code == 1
+    assert only_verdict(report)["error_name"] == "cipher_error"

@@ -1,4 +1,4 @@
-"""General commands: AT, ATE, ATI, CMEE, QSCLK, CSQ, CEREG, QENG, CPIN, IPR, QRST."""
+"""General commands: AT, ATE, ATI, CGMM, CMEE, QSCLK, CSQ, CEREG, QENG, CPIN, IPR, QRST."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ from bridged.emulator.at_server import Handler, TerminalSettings
 from bridged.emulator.replies import Reply
 
 REVISION_LINES = ("Quectel_Ltd", "Quectel_BC26", "Revision: BC26NBR01A10")
+
+
+def revision_lines(model: str) -> tuple[str, ...]:
+    """What ``ATI`` answers on ``model`` (a module profile's title, e.g. "BC660K-GL")."""
+    if model == "BC26":
+        return REVISION_LINES
+    return ("Quectel", model, f"Revision: {model.replace('-', '')}R01A01")
+
+
 SUPPORTED_BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 # A plausible serving cell (band 8): earfcn, offset, pci, cell id, RSRP, RSRQ, RSSI,
 # SINR, band, TAC, ECL, TX power.
@@ -35,7 +44,9 @@ class BasicCommands:
         baud: int,
         set_baud: Callable[[int], None],
         request_reboot: Callable[[], None],
+        model: str = "BC26",
     ) -> None:
+        self._model = model
         self._terminal = terminal
         self.device = DeviceState()
         self.baud = baud
@@ -47,6 +58,9 @@ class BasicCommands:
             "AT": lambda c: Reply.ok() if c.kind is CommandKind.EXEC else Reply.fail(),
             "ATE": self._echo,
             "ATI": self._identify,
+            "AT+CGMM": lambda c: (
+                Reply.ok(self._model) if c.kind is CommandKind.EXEC else Reply.fail()
+            ),
             "AT+CMEE": self._cmee,
             "AT+QSCLK": self._sleep,
             "AT+CSQ": self._signal_quality,
@@ -68,7 +82,7 @@ class BasicCommands:
     def _identify(self, c: Command) -> Reply:
         if c.args and c.int_arg(0) != 0:
             return Reply.fail()
-        return Reply.ok(*REVISION_LINES)
+        return Reply.ok(*revision_lines(self._model))
 
     def _cmee(self, c: Command) -> Reply:
         return self._int_setting(c, "+CMEE", range(0, 3), self._terminal, "cmee")

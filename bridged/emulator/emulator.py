@@ -20,7 +20,7 @@ from bridged.emulator.profiles import FAST, PROFILES, EmulatorProfile
 from bridged.emulator.pty_port import PtyPort
 from bridged.emulator.results import ResultCode
 from bridged.emulator.ssl_commands import SslCommands
-from bridged.emulator.ssl_socket import CONNECT_IDS, ModuleSocket, SocketEnv, SocketState, Uplink
+from bridged.emulator.ssl_socket import ModuleSocket, SocketEnv, SocketState, Uplink
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline
 from bridged.emulator.tls_link import ReadGate
@@ -98,9 +98,13 @@ class Emulator:
             emit_urc=self._at.emit_urc,
             read_gate=self._read_gate,
         )
-        self.sockets = [ModuleSocket(connect_id, env) for connect_id in CONNECT_IDS]
+        self.sockets = [ModuleSocket(connect_id, env) for connect_id in module_profile.connect_ids]
         self._basic = BasicCommands(
-            self._at.terminal, baud, self._set_baud_when_drained, self._reboot_when_drained
+            self._at.terminal,
+            baud,
+            self._set_baud_when_drained,
+            self._reboot_when_drained,
+            model=module_profile.label,
         )
         ssl = SslCommands(
             self.sockets, self.profile, module_profile, self.stats, self.faults, self._at.emit_urc

@@ -21,7 +21,8 @@ _log = Logger()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridged emulate",
-        description="Emulate a Quectel BC26 (SSL AT commands) on a pty.",
+        description="Emulate a Quectel BC26, BC20, BC660K-GL or BC950K-GL (SSL AT commands) "
+        "on a pty.",
         epilog="Signals: SIGUSR1 reboots the module, SIGUSR2 hangs the line up for 2 s.",
     )
     parser.add_argument("--device", required=True, help="symlink to create for the pty")
@@ -37,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model = parser.add_mutually_exclusive_group()
     model.add_argument(
+        "--model",
         "--module-profile",
+        dest="module_profile",
         choices=sorted(BUILTIN_PROFILES),
         default="bc26",
-        help="built-in module model to emulate (default bc26)",
+        help="built-in module model to emulate (default bc26; the same as modem.model)",
     )
     model.add_argument(
         "--profile-file",
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     r.addSystemEventTrigger("before", "shutdown", emulator.stop)
     _log.info(
         "emulating a {module} at {device} ({timing} timing)",
-        module=module.name,
+        module=module.label,
         device=args.device,
         timing=args.timing,
     )

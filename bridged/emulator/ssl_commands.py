@@ -19,14 +19,9 @@ from bridged.emulator.ssl_settings import (
     canonical_setting,
     supported_range_lines,
 )
-from bridged.emulator.ssl_socket import CONNECT_IDS, CONTEXT_ID, ModuleSocket, SocketState
+from bridged.emulator.ssl_socket import ModuleSocket, SocketState, written_code
 from bridged.emulator.stats import EmulatorStats
 from bridged.module_profile import ModuleProfile
-
-#: contextIDs the syntax accepts; only CONTEXT_ID works on current firmware.
-CONTEXT_IDS = range(1, 4)
-MAX_SEND_TEXT = 1460
-MAX_SEND_HEX = 730
 
 
 class SslCommands:
@@ -40,7 +35,7 @@ class SslCommands:
         emit_urc: Callable[[bytes], None],
     ) -> None:
         self._emit_urc = emit_urc
-        self._sockets = sockets
+        self._sockets = {socket.connect_id: socket for socket in sockets}
         self._profile = profile
         self._module = module
         self._stats = stats
@@ -57,11 +52,19 @@ class SslCommands:
     def _socket(self, c: Command) -> ModuleSocket | None:
         """The socket named by the first two arguments, if the module accepts them."""
         context_id, connect_id = c.int_arg(0), c.int_arg(1)
-        if context_id not in CONTEXT_IDS or connect_id is None or connect_id not in CONNECT_IDS:
+        # The syntax takes more ids than work ("only contextID 1 is supported" on a BC26,
+        # only 0,0 on a BC660K): those answer ERROR as well.
+        if context_id != self._module.context_id or connect_id is None:
             return None
-        if context_id != CONTEXT_ID:
-            return None  # "only contextID 1 is supported"
-        return self._sockets[connect_id]
+        return self._sockets.get(connect_id)
+
+    def _ranges(self) -> str:
+        """``(1-3),(0-5)``: the id ranges of a test command's answer."""
+        m = self._module
+        return (
+            f"({m.syntax_context_ids[0]}-{m.syntax_context_ids[-1]}),"
+            f"({m.syntax_connect_ids[0]}-{m.syntax_connect_ids[-1]})"
+        )
 
     def _data_timeout(self, socket: ModuleSocket) -> float:
         if self._profile.data_mode_timeout is not None:
@@ -71,11 +74,15 @@ class SslCommands:
     # -- AT+QSSLCFG ------------------------------------------------------------------
     def _configure(self, c: Command) -> Reply:
         if c.kind is CommandKind.TEST:
-            return Reply.ok(*supported_range_lines(CONTEXT_IDS, CONNECT_IDS))
+            return Reply.ok(
+                *supported_range_lines(
+                    self._module.syntax_context_ids, self._module.syntax_connect_ids
+                )
+            )
         socket = self._socket(c) if c.kind is CommandKind.WRITE else None
         if socket is None:
             return Reply.fail()
-        prefix = f"+QSSLCFG: {CONTEXT_ID},{socket.connect_id}"
+        prefix = f"+QSSLCFG: {self._module.context_id},{socket.connect_id}"
         if len(c.args) == 2:
             return Reply.ok(
                 *(f'{prefix},"{n}",{socket.settings.value_text(n)}' for n in SETTING_ORDER)
@@ -121,7 +128,7 @@ class SslCommands:
     # -- AT+QSSLOPEN ----------------------------------------------------------------
     def _open(self, c: Command) -> Reply:
         if c.kind is CommandKind.TEST:
-            return Reply.ok('+QSSLOPEN: (1-3),(0-5),"<host_name>",(1-65535),(0)')
+            return Reply.ok(f'+QSSLOPEN: {self._ranges()},"<host_name>",(1-65535),(0)')
         if c.kind is CommandKind.READ:
             return Reply.ok()
         socket = self._socket(c) if c.kind is CommandKind.WRITE and len(c.args) == 5 else None
@@ -131,7 +138,11 @@ class SslCommands:
         if not host or port is None or not 1 <= port <= 65535 or mode != 0:
             return Reply.fail()
         if socket.state is not SocketState.CLOSED:
-            line = b"+QSSLOPEN: %d,%d,%d" % (CONTEXT_ID, socket.connect_id, ResultCode.STATE)
+            line = b"+QSSLOPEN: %d,%d,%d" % (
+                self._module.context_id,
+                socket.connect_id,
+                written_code(self._module, ResultCode.STATE),
+            )
             return Reply.ok(then=lambda: self._report_state_error(line))
         return Reply.ok(then=lambda: socket.open(host, port))
 
@@ -143,7 +154,7 @@ class SslCommands:
     # -- AT+QSSLSEND ----------------------------------------------------------------
     def _send(self, c: Command) -> Reply:
         if c.kind is CommandKind.TEST:
-            return Reply.ok(f"+QSSLSEND: (1-3),(0-5),(1-{self._module.max_send_text})")
+            return Reply.ok(f"+QSSLSEND: {self._ranges()},(1-{self._module.max_send_text})")
         if c.kind is CommandKind.READ:
             return Reply.ok()
         socket = self._socket(c) if c.kind is CommandKind.WRITE else None

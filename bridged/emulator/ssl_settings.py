@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 #: Integer settings and their allowed values. Defaults are the note's where it has one
@@ -70,7 +71,7 @@ class SocketSettings:
         return True
 
 
-def supported_range_lines(contexts: range, sockets: range) -> list[str]:
+def supported_range_lines(contexts: Sequence[int], sockets: Sequence[int]) -> list[str]:
     """``AT+QSSLCFG=?`` info lines."""
     prefix = f"+QSSLCFG: ({_span(contexts)}),({_span(sockets)})"
     lines = [prefix]
@@ -84,5 +85,5 @@ def supported_range_lines(contexts: range, sockets: range) -> list[str]:
     return lines
 
 
-def _span(values: range) -> str:
-    return f"{values.start}-{values.stop - 1}"
+def _span(values: Sequence[int]) -> str:
+    return f"{values[0]}-{values[-1]}"

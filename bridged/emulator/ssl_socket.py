@@ -33,11 +33,10 @@ from bridged.module_profile import ModuleProfile
 
 _log = Logger()
 
-CONTEXT_ID = 1
-CONNECT_IDS = range(0, 6)
-#: recv URC payload limits (bytes) per ``<recv_data_format>``.
-MAX_RECV_TEXT = 1300
-MAX_RECV_HEX = 650
+
+def written_code(module: ModuleProfile, code: int) -> int:
+    """A result code as this module writes it (the BC660K's note: without the sign)."""
+    return abs(code) if module.unsigned_results else code
 
 
 class SocketState(Enum):
@@ -177,7 +176,10 @@ class ModuleSocket:
             if attempt == self._attempt:  # a closed connection's count is gone already
                 self.unconfirmed_sends = max(0, self.unconfirmed_sends - 1)
             code = ResultCode.SUCCESS if delivered[0] else ResultCode.CONNECTION
-            env.emit_urc(b"+QSSLSEND: %d,%d,%d" % (CONTEXT_ID, self.connect_id, code))
+            env.emit_urc(
+                b"+QSSLSEND: %d,%d,%d"
+                % (env.module.context_id, self.connect_id, written_code(env.module, code))
+            )
 
         env.timeline.at(left_at + half_rtt, write)
         env.timeline.at(left_at + env.profile.rtt, report)
@@ -187,7 +189,9 @@ class ModuleSocket:
         self._drop_link(orderly=True)
         self._env.timeline.after(
             self._env.profile.close_latency,
-            lambda: self._env.emit_urc(b"+QSSLCLOSE: %d,%d,0" % (CONTEXT_ID, self.connect_id)),
+            lambda: self._env.emit_urc(
+                b"+QSSLCLOSE: %d,%d,0" % (self._env.module.context_id, self.connect_id)
+            ),
         )
 
     # -- faults and lifecycle -----------------------------------------------------------
@@ -295,7 +299,10 @@ class ModuleSocket:
         else:
             self.state = SocketState.CLOSED
             env.stats.open_failures += 1
-        env.emit_urc(b"+QSSLOPEN: %d,%d,%d" % (CONTEXT_ID, self.connect_id, result))
+        env.emit_urc(
+            b"+QSSLOPEN: %d,%d,%d"
+            % (env.module.context_id, self.connect_id, written_code(env.module, result))
+        )
         early, self._early_data = self._early_data, []
         for data in early:
             self._emit_recv(data)
@@ -335,7 +342,9 @@ class ModuleSocket:
         self._new_attempt()
         self.state = SocketState.CLOSED
         self._env.stats.closed_urcs += 1
-        self._env.emit_urc(b'+QSSLURC: "closed",%d,%d' % (CONTEXT_ID, self.connect_id))
+        self._env.emit_urc(
+            b'+QSSLURC: "closed",%d,%d' % (self._env.module.context_id, self.connect_id)
+        )
 
     def _emit_recv(self, data: bytes) -> None:
         hex_format = self.settings.recv_hex
@@ -344,7 +353,11 @@ class ModuleSocket:
         for start in range(0, len(data), limit):
             part = data[start : start + limit]
             body = part.hex().upper().encode("ascii") if hex_format else part
-            head = b'+QSSLURC: "recv",%d,%d,%d,' % (CONTEXT_ID, self.connect_id, len(part))
+            head = b'+QSSLURC: "recv",%d,%d,%d,' % (
+                self._env.module.context_id,
+                self.connect_id,
+                len(part),
+            )
             self._env.stats.recv_urcs += 1
             self._env.stats.received_payload_bytes += len(part)
             self._env.emit_urc(head + quote + body + quote)

@@ -10,7 +10,7 @@ from tests.support.pki import Pki
 from tests.support.pty_host import PtyHost
 from tests.support.waiting import sleep, wait_until
 
-RECV_HEAD = re.compile(rb'\r\n\+QSSLURC: "recv",1,(\d),(\d+),"')
+RECV_HEAD = re.compile(rb'\r\n\+QSSLURC: "recv",\d+,(\d),(\d+),"')
 #: The note's advice is to wait 500 ms after '>'; the test profile needs under 50 ms.
 DATA_MODE_WAIT = 0.08
 
@@ -39,35 +39,44 @@ async def prompt_then(host: PtyHost, command: str, data: bytes) -> None:
     host.write(data)
 
 
-async def upload(host: PtyHost, connect_id: int, name: str, pem: bytes) -> None:
+async def upload(host: PtyHost, connect_id: int, name: str, pem: bytes, ctx: int = 1) -> None:
     """Upload a PEM as the note says (prompt, wait, data, Ctrl+Z); check the count."""
-    await prompt_then(host, f'AT+QSSLCFG=1,{connect_id},"{name}"', pem + b"\x1a")
-    await host.expect(f'\r\n+QSSLCFG: 1,{connect_id},"{name}",{len(pem)}\r\n\r\nOK\r\n'.encode())
+    await prompt_then(host, f'AT+QSSLCFG={ctx},{connect_id},"{name}"', pem + b"\x1a")
+    await host.expect(
+        f'\r\n+QSSLCFG: {ctx},{connect_id},"{name}",{len(pem)}\r\n\r\nOK\r\n'.encode()
+    )
 
 
-async def configure_mutual_tls(host: PtyHost, pki: Pki, connect_id: int = 0) -> None:
-    await ok(host, f'AT+QSSLCFG=1,{connect_id},"seclevel",2')
-    await upload(host, connect_id, "cacert", pki.ca_cert.read_bytes())
-    await upload(host, connect_id, "clientcert", pki.client_cert.read_bytes())
-    await upload(host, connect_id, "clientkey", pki.client_key.read_bytes())
+async def configure_mutual_tls(host: PtyHost, pki: Pki, connect_id: int = 0, ctx: int = 1) -> None:
+    await ok(host, f'AT+QSSLCFG={ctx},{connect_id},"seclevel",2')
+    await upload(host, connect_id, "cacert", pki.ca_cert.read_bytes(), ctx)
+    await upload(host, connect_id, "clientcert", pki.client_cert.read_bytes(), ctx)
+    await upload(host, connect_id, "clientkey", pki.client_key.read_bytes(), ctx)
 
 
 async def open_socket(
-    host: PtyHost, port: int, connect_id: int = 0, timeout: float = 10, host_name: str = "127.0.0.1"
+    host: PtyHost,
+    port: int,
+    connect_id: int = 0,
+    timeout: float = 10,
+    host_name: str = "127.0.0.1",
+    ctx: int = 1,
 ) -> int:
-    """QSSLOPEN to ``host_name:port``; the ``<err>`` of ``+QSSLOPEN``."""
-    await ok(host, f'AT+QSSLOPEN=1,{connect_id},"{host_name}",{port},0')
-    pattern = re.compile(rb"\r\n\+QSSLOPEN: 1,%d,(-?\d+)\r\n" % connect_id)
+    """QSSLOPEN to ``host_name:port``; the ``<err>`` of ``+QSSLOPEN`` as written."""
+    await ok(host, f'AT+QSSLOPEN={ctx},{connect_id},"{host_name}",{port},0')
+    pattern = re.compile(rb"\r\n\+QSSLOPEN: %d,%d,(-?\d+)\r\n" % (ctx, connect_id))
     seen = await host.expect(pattern, timeout=timeout)
     return int(seen.group(1))
 
 
-async def send_fixed(host: PtyHost, connect_id: int, payload: bytes, hex_format: bool) -> None:
-    """Fixed-length QSSLSEND that must succeed (OK, then ``+QSSLSEND: 1,<id>,0``)."""
+async def send_fixed(
+    host: PtyHost, connect_id: int, payload: bytes, hex_format: bool, ctx: int = 1
+) -> None:
+    """Fixed-length QSSLSEND that must succeed (OK, then ``+QSSLSEND: <ctx>,<id>,0``)."""
     data = binascii.hexlify(payload) if hex_format else payload
-    await prompt_then(host, f"AT+QSSLSEND=1,{connect_id},{len(payload)}", data)
+    await prompt_then(host, f"AT+QSSLSEND={ctx},{connect_id},{len(payload)}", data)
     await host.expect(b"\r\nOK\r\n")
-    await host.expect(b"\r\n+QSSLSEND: 1,%d,0\r\n" % connect_id)
+    await host.expect(b"\r\n+QSSLSEND: %d,%d,0\r\n" % (ctx, connect_id))
 
 
 async def read_recv_urc(host: PtyHost, hex_format: bool, timeout: float = 5) -> tuple[int, bytes]:

@@ -20,8 +20,9 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bridged.at_codec import CONNECT_IDS, DataFormat
+from bridged.at_codec import DataFormat
 from bridged.at_engine import ATEngine, ATError, Response
+from bridged.module_profile import BC26
 from bridged.qssl import QsslClient, SocketListener
 
 MAX_LINE = 1024
@@ -74,10 +75,10 @@ class EngineHarness:
         self.transport = RecordingTransport()
         self.engine.makeConnection(self.transport)
         self.qssl = QsslClient(self.engine, self.clock, command_timeout=1.0)
-        self.qssl.open_timeouts = dict.fromkeys(CONNECT_IDS, 2.0)
-        self.received: dict[int, bytearray] = {cid: bytearray() for cid in CONNECT_IDS}
-        self.closed: dict[int, int] = dict.fromkeys(CONNECT_IDS, 0)
-        for cid in CONNECT_IDS:
+        self.qssl.open_timeouts = dict.fromkeys(BC26.connect_ids, 2.0)
+        self.received: dict[int, bytearray] = {cid: bytearray() for cid in BC26.connect_ids}
+        self.closed: dict[int, int] = dict.fromkeys(BC26.connect_ids, 0)
+        for cid in BC26.connect_ids:
             fmt = DataFormat.TEXT if cid in TEXT_SOCKETS else DataFormat.HEX
             self.engine.decoder.set_recv_format(cid, fmt)
             self.qssl.listeners[cid] = SocketListener(

@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser.add_argument("--recovery-bound", type=float, default=45.0)
     parser.add_argument("--baud", type=int, default=921600)
     parser.add_argument("--workdir", type=Path, help="PKI, config, pty and log go here")
+    parser.add_argument(
+        "--split-format",
+        action="store_true",
+        help="text sockets send text and receive hex ({send: text, recv: hex})",
+    )
     args = parser.parse_args(argv)
     options = SoakOptions(
         minutes=args.minutes,
@@ -39,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         recovery_bound=args.recovery_bound,
         baud=args.baud,
         workdir=args.workdir,
+        split_format=args.split_format,
     )
     if args.seed is not None:
         options.seed = args.seed

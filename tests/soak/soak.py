@@ -73,6 +73,15 @@ class SoakOptions:
     baud: int = 921600
     workdir: Path | None = None
     log_path: Path | None = None  # the full log at info level; default: in workdir
+    #: The text sockets send text and receive hex (``{send: text, recv: hex}``, issue 15),
+    #: so every socket's recv takes the recv faults.
+    split_format: bool = False
+
+
+def _configured_format(plan: SocketPlan, options: SoakOptions) -> str:
+    if options.split_format and plan.dataformat == "text":
+        return "{send: text, recv: hex}"
+    return plan.dataformat
 
 
 @dataclass
@@ -269,7 +278,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
                     plan.connect_id,
                     remotes[plan.connect_id],
                     mode=plan.mode,
-                    dataformat=plan.dataformat,
+                    dataformat=_configured_format(plan, options),
                     extra=f"queue: {{send_max_bytes: {plan.send_max_bytes}}}",
                 )
                 for plan in SOCKETS
@@ -322,7 +331,9 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
             rig.emulator,
             random.Random(rng.getrandbits(64)),
             reactor.seconds,
-            hex_sockets=[p.connect_id for p in SOCKETS if p.dataformat == "hex"],
+            hex_sockets=[
+                p.connect_id for p in SOCKETS if p.dataformat == "hex" or options.split_format
+            ],
             connect_ids=[p.connect_id for p in SOCKETS],
             reload=reload,
         )

@@ -22,6 +22,7 @@ from twisted.internet import reactor, threads
 from bridged.config import load_config
 from bridged.daemon import Daemon
 from bridged.emulator import FAST, Emulator
+from bridged.module_profile import BC26, ModuleProfile
 from tests.support.pki import Pki
 from tests.support.tls_servers import free_port
 from tests.support.waiting import wait_until
@@ -48,17 +49,24 @@ class BridgeRig:
         prompt_max_delay: float = 0.01,
         modem_extra: str = "",
         ssl_timeout: int = 90,
+        module: ModuleProfile = BC26,
+        model: str | None = None,
         **profile_fields: Any,
     ) -> None:
+        """``module``: the model the emulator is; ``model``: bridged's ``modem.model``
+        (default: the module's own name; "auto" makes bridged ask)."""
         self.directory = directory
         self.pki = pki
         self.baud = baud
         self.prompt_delay = prompt_delay
         self.modem_extra = modem_extra
+        self.model = model or module.name
         self.ssl_timeout = ssl_timeout
         self.device = directory / "ttyBC26"
         profile = replace(FAST, prompt_max_delay=prompt_max_delay, **profile_fields)
-        self.emulator = Emulator(self.device, baud=baud, profile=profile, seed=7)
+        self.emulator = Emulator(
+            self.device, baud=baud, profile=profile, seed=7, module_profile=module
+        )
         self.daemon: Daemon | None = None
         self.ports: dict[int, int] = {}
         self.config_path = directory / "bridged.yaml"
@@ -67,7 +75,8 @@ class BridgeRig:
         lines = [
             f"serial: {{device: {self.device}, baudrate: {self.baud},"
             " reopen_backoff: {initial: 0.2, max: 1}}",
-            f"modem: {{prompt_delay: {self.prompt_delay}, command_timeout: 3, guard_time: 0.002"
+            f"modem: {{model: {self.model}, prompt_delay: {self.prompt_delay}, command_timeout: 3,"
+            " guard_time: 0.002"
             f"{', ' + self.modem_extra if self.modem_extra else ''}}}",
             "ssl:",
             f"  timeout: {self.ssl_timeout}",
