@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import socket
 import socketserver
 import ssl
@@ -157,6 +158,9 @@ def _port_free(port: int) -> bool:
 
 
 def demo_main(args: argparse.Namespace) -> int:
+    # The banner promises Ctrl+C. A shell without job control starts background commands
+    # with SIGINT ignored, and Twisted then leaves it ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from twisted.internet import defer
     from twisted.internet import reactor as global_reactor
 

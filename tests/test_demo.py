@@ -59,3 +59,30 @@ def test_bridged_demo_echoes_through_the_emulated_module(
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+
+
+def test_ctrl_c_stops_the_demo_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A shell without job control starts background commands with SIGINT ignored (so do
+    some CI runners and `nohup`-style wrappers). The banner promises Ctrl+C: it must work."""
+    log = tmp_path / "demo.log"
+    ports = ["--port", str(free_port()), "--metrics-port", str(free_port())]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bridged", "demo", *ports],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "bridged demo is running" not in log.read_text(errors="replace"):
+            assert demo.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(15) == 0, log.read_text()
+        assert "bridged stopped" in log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

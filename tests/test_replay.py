@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridged.at_codec import ClosedUrc, OpenResult, ProtocolError, RecvUrc, SendResult
-from bridged.replay import replay_entries
+from bridged.replay import Replay, replay_entries
 from bridged.serial_trace import TraceRecorder, parse_trace
 
 #: A dialogue: (who, bytes). Uploads, sends, async results, recv URCs both formats,
@@ -90,3 +90,50 @@ def test_any_split_with_or_without_payload_replays_the_same(cuts: list[int], kee
 def test_no_secret_reaches_the_trace() -> None:
     for keep, cuts in itertools.product((True, False), ([], [5] * len(DIALOGUE))):
         assert "SECRET" not in "".join(_record(keep, cuts))
+
+
+def _replay(dialogue: list[tuple[str, bytes]]) -> Replay:
+    recorder = TraceRecorder()
+    lines = recorder.note("port opened", 0.0)
+    for n, (who, data) in enumerate(dialogue, 1):
+        lines += (recorder.host_wrote if who == "H" else recorder.module_sent)(data, n / 10)
+    return replay_entries(parse_trace(lines))
+
+
+def test_the_session_decides_after_a_boot_sign_not_a_second_matcher() -> None:
+    # The port opens as the module boots: the boot sign fails the AT on the wire, its
+    # OK is nobody's, the session probes, then the daemon's init retries AT.
+    replay = _replay(
+        [
+            ("H", b"AT\r"),
+            ("M", b"\r\n+CPIN: READY\r\n"),
+            ("M", b"\r\nOK\r\n"),
+            ("H", b"AT+QSCLK?\r"),
+            ("M", b"\r\n+QSCLK: 1\r\n\r\nOK\r\n"),
+            ("H", b"AT\r"),
+            ("M", b"\r\nOK\r\n"),
+        ]
+    )
+    assert replay.commands == [("AT", "failed"), ("AT", "OK")]
+    assert replay.observed == [("AT", "ok")]
+    assert replay.unmatched == 1  # the first AT's OK, discarded as the daemon did
+    assert not any("would not write" in line for line in replay.lines)
+    assert any("AT+QSCLK?  (resync probe)" in line for line in replay.lines)
+
+
+def test_a_timeout_is_read_from_the_host_moving_on() -> None:
+    replay = _replay(
+        [
+            ("H", b"AT+QSSLSEND=1,0,2\r"),
+            ("M", b"\r\n> "),
+            ("H", b"4142"),
+            ("H", b"\x1b"),  # no result: the daemon timed out, cancelled and probed
+            ("H", b"AT+QSCLK?\r"),
+            ("M", b"\r\n+QSCLK: 1\r\n\r\nOK\r\n"),
+            ("H", b"AT+CSQ\r"),
+            ("M", b"\r\n+CSQ: 22,99\r\n\r\nOK\r\n"),
+        ]
+    )
+    assert replay.commands == [("AT+QSSLSEND=1,0,2", "timeout"), ("AT+CSQ", "OK")]
+    assert replay.observed == [("AT+QSSLSEND", "timeout"), ("AT+CSQ", "ok")]
+    assert replay.unmatched == 0 and replay.protocol_errors == 0

@@ -13,6 +13,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from bridged.at_codec import URC_TYPES, Event, ProtocolError, RecvUrc
+from bridged.at_engine import ATEngine
 from bridged.config import load_config
 from bridged.daemon import Daemon
 from bridged.replay import replay_files
@@ -28,6 +29,7 @@ class TracedRig(BridgeRig):
         self.trace = trace
         self.keep_payload = keep_payload
         self.live: list[Event] = []
+        self.live_outcomes: list[tuple[str, str]] = []
 
     def config_text(self, sockets: list[SocketSpec]) -> str:
         text = super().config_text(sockets)
@@ -43,12 +45,17 @@ class TracedRig(BridgeRig):
         await self.emulator.when_ready()
         self.daemon = Daemon(reactor, config)
         # What the engine reports live: every URC and protocol error, in order.
-        self.daemon.modem.engine_listeners.append(
-            lambda engine, qssl: engine.event_listeners.append(self._live_event)
-        )
+        self.daemon.modem.engine_listeners.append(self._subscribe)
         self.daemon.start()
         await self.daemon.ready_once
         return self.daemon
+
+    def _subscribe(self, engine: ATEngine, qssl: object) -> None:
+        engine.event_listeners.append(self._live_event)
+        # Each command's outcome as the session reported it live (ok/error/timeout/aborted).
+        engine.command_observers.append(
+            lambda name, result, seconds: self.live_outcomes.append((name, result))
+        )
 
     def _live_event(self, event: Event) -> None:
         # The engine also reports unsolicited lines and results: not URCs.
@@ -102,6 +109,8 @@ async def test_replay_of_a_recorded_run_yields_the_live_event_sequence(
     assert ("[payload " in text) is not keep_payload and ("[recv " in text) is not keep_payload
     replay = replay_files([trace])
     assert _comparable(replay.events, keep_payload) == _comparable(rig.live, keep_payload)
+    # The session decided live which command each answer completed; so it does in replay.
+    assert replay.observed == rig.live_outcomes
     assert any(isinstance(e, ProtocolError) for e in replay.events)
     assert replay.protocol_errors >= 1
     # Asynchronous results are paired with the commands they answer.
