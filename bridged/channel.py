@@ -493,6 +493,19 @@ class Channel:
             self._open("module ready", actions)
         return actions
 
+    def _drop_stream(self, reason: str, actions: list[Action]) -> int:
+        """Forget every byte either way and close the attached client; return the client
+        bytes that can no longer be sent (the caller counts them lost)."""
+        lost = self.queued_bytes
+        self._queue.clear()
+        self._in_flight = 0
+        self._orphaned = False
+        self._orphan_bytes = 0
+        self._clear_recv_buffer(reason, actions)
+        if self._client:
+            self._close_client(reason, actions)
+        return lost
+
     @_input
     def module_lost(self, reason: str) -> list[Action]:
         """Module rebooted or the serial line is gone: every operation in flight is void."""
@@ -503,14 +516,7 @@ class Channel:
         self._cancel_reopen(actions)
         # Nothing unconfirmed can be confirmed any more, and a waiting client's connection
         # will not come soon: close whoever is attached.
-        lost = self.queued_bytes
-        self._queue.clear()
-        self._in_flight = 0
-        self._orphaned = False
-        self._orphan_bytes = 0
-        self._clear_recv_buffer(reason, actions)
-        if self._client:
-            self._close_client(reason, actions)
+        lost = self._drop_stream(reason, actions)
         if lost:
             actions.append(CountTxLost(lost, reason))
         self._backoff.reset()
@@ -526,14 +532,7 @@ class Channel:
             return [Ignored("retire", "already retired")]
         self._retired = True
         actions: list[Action] = []
-        lost = self.queued_bytes
-        self._queue.clear()
-        self._in_flight = 0
-        self._orphaned = False
-        self._orphan_bytes = 0
-        self._clear_recv_buffer(reason, actions)
-        if self._client:
-            self._close_client(reason, actions)
+        lost = self._drop_stream(reason, actions)
         if self._held:
             self._held = False
             actions.append(CancelTimer(HANDOVER_TIMER))
