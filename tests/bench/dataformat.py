@@ -8,21 +8,15 @@ column of both is today's hex ceiling, so ``ratio`` is the multiple of it (targe
 
 from __future__ import annotations
 
-import time
-
-from tests.bench.analysis import steady_rate
 from tests.bench.ceiling import MAX_SEND, Line
-from tests.bench.clients import Pusher
 from tests.bench.report import Row
 from tests.bench.rig import RigSettings
 from tests.bench.scenarios import (
-    MB,
     PROPOSED_GUARD,
     Context,
-    _record,
     _round_up,
     _settings_text,
-    _wait_for,
+    measure_upload,
 )
 
 #: Seconds of upload per row, per budget (smoke: none).
@@ -48,19 +42,6 @@ def df_upload(ctx: Context, dataformat: str, send: str, target: float, seconds: 
     row.target = f"≥ {target:g} x hex ceiling"
     settings = RigSettings(BAUD, dataformat, line.prompt_wait, PROPOSED_GUARD, servers=("sink",))
     with ctx.rig(f"df-{send}", settings) as rig:
-        cpu0, t0 = rig.cpu(), time.monotonic()
-        pusher = Pusher(rig.connect(0), total).start()
-        record = _wait_for(
-            lambda: (r := _record(rig, 0)) and r["bytes"] >= total and r,
-            timeout=3 * seconds + 30,
-            what="upload",
-        )
-        cpu1, t1 = rig.cpu(), time.monotonic()
-        row.rss_peak = rig.memory()["VmHWM"] / MB
-    row.throughput = steady_rate(record["arrivals"])
-    row.cpu_per_mb = (cpu1 - cpu0) / (total / MB)
-    row.cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
-    row.seconds = t1 - t0
-    row.notes += record["errors"] + ([pusher.error] if pusher.error else [])
+        record = measure_upload(rig, row, total, seconds)
     row.met = row.ratio is not None and row.ratio >= target and not record["errors"]
     return ctx.add(row, rig)

@@ -231,6 +231,26 @@ def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.2)
 
 
+def measure_upload(rig: ProcessRig, row: Row, total: int, seconds: float) -> dict[str, Any]:
+    """Push ``total`` bytes through socket 0 as fast as the bridge takes them; fill the row's
+    rate, CPU and peak memory; return the sink's record of what arrived."""
+    cpu0, t0 = rig.cpu(), time.monotonic()
+    pusher = Pusher(rig.connect(0), total).start()
+    record: dict[str, Any] = _wait_for(
+        lambda: (r := _record(rig, 0)) and r["bytes"] >= total and r,
+        timeout=3 * seconds + 30,
+        what="upload",
+    )
+    cpu1, t1 = rig.cpu(), time.monotonic()
+    row.rss_peak = rig.memory()["VmHWM"] / MB
+    row.throughput = steady_rate(record["arrivals"])
+    row.cpu_per_mb = (cpu1 - cpu0) / (total / MB)
+    row.cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
+    row.seconds = t1 - t0
+    row.notes += record["errors"] + ([pusher.error] if pusher.error else [])
+    return record
+
+
 def _record(rig: ProcessRig, connect_id: int) -> dict[str, Any] | None:
     records = [r for r in rig.server_records() if r["connect_id"] == connect_id]
     return records[-1] if records else None
@@ -271,20 +291,7 @@ def p1_upload(
         row.ready = rig.result.ready_seconds
         row.rss_start = rig.memory()["VmRSS"] / MB
         variant.note_start(row, rig)
-        cpu0, t0 = rig.cpu(), time.monotonic()
-        pusher = Pusher(rig.connect(0), total).start()
-        record = _wait_for(
-            lambda: (r := _record(rig, 0)) and r["bytes"] >= total and r,
-            timeout=3 * seconds + 30,
-            what="upload",
-        )
-        cpu1, t1 = rig.cpu(), time.monotonic()
-        row.rss_peak = rig.memory()["VmHWM"] / MB
-    row.throughput = steady_rate(record["arrivals"])
-    row.cpu_per_mb = (cpu1 - cpu0) / (total / MB)
-    row.cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
-    row.seconds = t1 - t0
-    row.notes += record["errors"] + ([pusher.error] if pusher.error else [])
+        record = measure_upload(rig, row, total, seconds)
     row.intact = record["bytes"] >= total and not record["errors"]
     row.met = row.ratio is not None and row.ratio >= 0.99 and not record["errors"]
     return ctx.add(row, rig)
