@@ -76,19 +76,24 @@ class Line:
         raise AssertionError(f"no resync probe within {limit} s; written: {seen!r}")
 
 
-_OUTCOMES: dict[int, list[object]] = {}
+# Keyed by id() but holding the Deferred itself, so an id is never reused by a later
+# Deferred while its entry lives (a reused id once made a test read a stale, empty box).
+_OUTCOMES: dict[int, tuple[Deferred[object], list[object]]] = {}
 
 
 def outcome(d: Deferred[object]) -> object:
     """What a Deferred has fired with so far: a value, a Failure, or None."""
-    box = _OUTCOMES.get(id(d))
-    if box is None:
-        box = _OUTCOMES[id(d)] = []
+    entry = _OUTCOMES.get(id(d))
+    if entry is None or entry[0] is not d:
+        box: list[object] = []
+        _OUTCOMES[id(d)] = (d, box)
 
         def keep(result: object) -> None:
             box.append(result)  # seen here: a failure is not an unhandled error
 
         d.addBoth(keep)
+    else:
+        box = entry[1]
     return box[0] if box else None
 
 
