@@ -87,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return emulator_main(argv[1:])
     if argv[:1] == ["probe"]:
-        from bridged.probe import probe_main
+        from bridged.tools.probe import probe_main
 
         return probe_main(argv[1:])
     if argv[:1] == ["selftest"]:
-        from bridged.selftest import selftest_main
+        from bridged.tools.selftest import selftest_main
 
         return selftest_main(argv[1:])
     if argv[:1] == ["replay"]:
-        from bridged.replay import replay_main
+        from bridged.tools.replay import replay_main
 
         return replay_main(argv[1:])
     args = _parser().parse_args(argv)
@@ -104,22 +104,22 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_config_main(args.config)
     if args.command == "run":
-        from bridged.daemon import run_main
+        from bridged.shell.daemon import run_main
 
         return run_main(args.config, args.log_level, args.trace)
     if args.command == "demo":
-        from bridged.demo import demo_main
+        from bridged.tools.demo import demo_main
 
         return demo_main(args)
     if args.command == "at":
-        from bridged.passthrough import at_client_main
+        from bridged.ops.passthrough import at_client_main
 
         path = _control_socket(args)
         if path is None:
             return 2
         return at_client_main(args.at_command, path, args.timeout)
     if args.command == "status":
-        from bridged.status import status_client_main
+        from bridged.ops.status import status_client_main
 
         path = _control_socket(args)
         if path is None:

@@ -14,7 +14,7 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
-from bridged.logs import LineObserver
+from bridged.ops.logs import LineObserver
 
 
 class _CurrentStderr:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     ATDecoder,
     BootSign,
     ClosedUrc,
@@ -25,7 +25,7 @@ from bridged.at_codec import (
     encode_payload,
     quote,
 )
-from bridged.module_profile import BC660K
+from bridged.core.module_profile import BC660K
 
 
 def decode(data: bytes, **formats: DataFormat) -> list[Event]:

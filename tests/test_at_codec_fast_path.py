@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridged import at_codec
-from bridged.at_codec import ATDecoder, DataFormat, Event, RecvUrc
+from bridged.core import at_codec
+from bridged.core.at_codec import ATDecoder, DataFormat, Event, RecvUrc
 from tests.test_at_codec import recv_hex, recv_text
 
 

@@ -9,8 +9,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.serialport import SerialPort
 
-from bridged.at_codec import CTRL_Z, ESC, ClosedUrc, Event, RecvUrc
-from bridged.at_engine import (
+from bridged.core.at_codec import CTRL_Z, ESC, ClosedUrc, Event, RecvUrc
+from bridged.shell.at_engine import (
     ATEngine,
     CommandError,
     CommandTimeout,

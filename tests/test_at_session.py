@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bridged.at_codec import ESC
-from bridged.at_session import (
+from bridged.core.at_codec import ESC
+from bridged.core.at_session import (
     Action,
     ATError,
     ATSession,

@@ -9,7 +9,7 @@ pure session on a virtual clock: bytes in, time in, completions out.
 
 from __future__ import annotations
 
-from bridged.at_session import (
+from bridged.core.at_session import (
     ATSession,
     Command,
     Completed,

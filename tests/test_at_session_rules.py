@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from bridged.at_codec import ESC, DataFormat, Event, RecvUrc
-from bridged.at_engine import ATEngine, ATError, Priority, Response
-from bridged.passthrough import refusal
-from bridged.qssl import QsslClient
+from bridged.core.at_codec import ESC, DataFormat, Event, RecvUrc
+from bridged.ops.passthrough import refusal
+from bridged.shell.at_engine import ATEngine, ATError, Priority, Response
+from bridged.shell.qssl import QsslClient
 
 # What the module answers to each probe a resync may use (old or new).
 PROBE_ANSWERS = {
@@ -247,7 +247,7 @@ def test_problem_6_a_late_prompt_during_resync_silences_the_probes() -> None:
 
 
 def _data(payload: bytes) -> object:
-    from bridged.at_engine import DataPhase
+    from bridged.shell.at_engine import DataPhase
 
     return DataPhase(payload)
 

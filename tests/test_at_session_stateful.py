@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from bridged.at_codec import DataFormat, encode_payload
-from bridged.at_session import (
+from bridged.core.at_codec import DataFormat, encode_payload
+from bridged.core.at_session import (
     ATError,
     ATSession,
     Command,
@@ -36,7 +36,7 @@ from bridged.at_session import (
     Unresponsive,
     Write,
 )
-from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
+from bridged.core.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
 
 DATA_MODE_TIMEOUT = 10.0  # the model's; the session waits longer before probing
 PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridged.backoff import Backoff
+from bridged.core.backoff import Backoff
 
 
 def delays(backoff: Backoff, count: int) -> list[float]:

@@ -23,13 +23,13 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from bridged.at_codec import DataFormat, Event, ProtocolError
-from bridged.at_engine import DataPhase, ProtocolViolation, Response
-from bridged.channel import Channel, CountRxDropped, QueueLimits, ReconnectPolicy
 from bridged.config import ConfigError, check_config_main, load_config
-from bridged.daemon import Daemon
-from bridged.listener import ClientConnection
-from bridged.metrics import ATStats
+from bridged.core.at_codec import DataFormat, Event, ProtocolError
+from bridged.core.channel import Channel, CountRxDropped, QueueLimits, ReconnectPolicy
+from bridged.ops.metrics import ATStats
+from bridged.shell.at_engine import DataPhase, ProtocolViolation, Response
+from bridged.shell.daemon import Daemon
+from bridged.shell.listener import ClientConnection
 from tests.fuzz.harness import MAX_LINE, PROBE_ANSWERS, EngineHarness
 from tests.support.pki import Pki, make_pki
 from tests.support.rig import BridgeRig, SocketSpec, read_exactly, read_until_eof
@@ -241,7 +241,7 @@ class _CountingClock(task.Clock):
 def test_resync_quiet_period_never_spins_on_float_rounding() -> None:
     """Regression (found by the fuzzer): quiet_period - elapsed a hair above 0 re-armed the
     timer for a delay that rounds to nothing; a virtual clock looped forever."""
-    from bridged.at_engine import ATEngine
+    from bridged.shell.at_engine import ATEngine
 
     clock = _CountingClock()
     clock.advance(1000.0)

@@ -6,11 +6,11 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.serialport import SerialPort
 
-from bridged.at_engine import ATEngine
-from bridged.bridge import SocketBridge
-from bridged.channel import ChannelState
 from bridged.config import Endpoint, ReconnectPolicy, SocketConfig
-from bridged.qssl import QsslClient
+from bridged.core.channel import ChannelState
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.bridge import SocketBridge
+from bridged.shell.qssl import QsslClient
 from tests.support.scripted_pty import ScriptedPty
 from tests.support.waiting import wait_until
 

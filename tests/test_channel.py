@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from bridged.channel import (
+from bridged.core.channel import (
     HANDOVER_TIMER,
     IDLE_TIMER,
     REOPEN_TIMER,

@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from bridged.channel import (
+from bridged.core.channel import (
     Action,
     Channel,
     ChannelState,
@@ -34,7 +34,7 @@ from bridged.channel import (
     StartTimer,
     Timeouts,
 )
-from bridged.scheduler import Scheduler
+from bridged.core.scheduler import Scheduler
 
 IDS = (0, 1, 2)
 

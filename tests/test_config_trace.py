@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bridged.config import ConfigError, parse_config
-from bridged.daemon import modem_options
-from bridged.serial_tap import SerialTraceOptions
+from bridged.shell.daemon import modem_options
+from bridged.shell.serial_tap import SerialTraceOptions
 
 SOCKET = "sockets:\n  - {connect_id: 0, listen: '127.0.0.1:7000', remote: 'h.ex:443'}\n"
 SSL = "ssl: {seclevel: 0}\n"

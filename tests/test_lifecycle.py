@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridged.lifecycle import (
+from bridged.core.lifecycle import (
     Initialise,
     Lifecycle,
     LifecycleSettings,

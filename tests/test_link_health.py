@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from bridged.at_codec import FinalResult
-from bridged.at_engine import ATEngine, CommandError, CommandTimeout, Priority, Response
+from bridged.core.at_codec import FinalResult
 from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
-from bridged.link_health import (
+from bridged.shell.at_engine import ATEngine, CommandError, CommandTimeout, Priority, Response
+from bridged.shell.link_health import (
     LinkHealth,
     LinkSnapshot,
     Registration,
@@ -26,7 +26,7 @@ from bridged.link_health import (
     parse_qeng,
     split_fields,
 )
-from bridged.modem import ModemState
+from bridged.shell.modem import ModemState
 
 # --------------------------------------------------------------------------- parsing
 

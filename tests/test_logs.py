@@ -7,7 +7,7 @@ import io
 import pytest
 from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogPublisher
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     BootSign,
     ClosedUrc,
     CloseResult,
@@ -16,7 +16,7 @@ from bridged.at_codec import (
     RecvUrc,
     SendResult,
 )
-from bridged.logs import LineObserver, OwnOrFaultPredicate, urc_summary
+from bridged.ops.logs import LineObserver, OwnOrFaultPredicate, urc_summary
 
 
 @pytest.mark.parametrize(

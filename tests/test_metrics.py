@@ -25,12 +25,19 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from bridged.at_engine import ATEngine
-from bridged.channel import ChannelState
 from bridged.config import Endpoint, load_config, parse_config
-from bridged.daemon import Daemon
+from bridged.core.channel import ChannelState
 from bridged.emulator import Emulator, ResultCode
-from bridged.link_health import (
+from bridged.ops.metrics import (
+    AT_DURATION_BUCKETS,
+    ATStats,
+    attach_at_stats,
+    install_metrics,
+    make_registry,
+)
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.daemon import Daemon
+from bridged.shell.link_health import (
     LinkHealth,
     LinkSnapshot,
     Registration,
@@ -38,14 +45,7 @@ from bridged.link_health import (
     SignalQuality,
     start_link_health,
 )
-from bridged.metrics import (
-    AT_DURATION_BUCKETS,
-    ATStats,
-    attach_at_stats,
-    install_metrics,
-    make_registry,
-)
-from bridged.modem import ModemState
+from bridged.shell.modem import ModemState
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
 from tests.support.waiting import sleep, wait_until

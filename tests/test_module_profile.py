@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridged.module_profile import (
+from bridged.core.module_profile import (
     BC20,
     BC26,
     BC660K,
@@ -21,7 +21,7 @@ from bridged.module_profile import (
     profile_yaml,
     resolve_profile,
 )
-from bridged.module_tls import MODULE_CIPHER_SUITES
+from bridged.tools.module_tls import MODULE_CIPHER_SUITES
 
 
 def test_builtins_say_what_bridged_assumes_today() -> None:

@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 
 from bridged.config import parse_config
-from bridged.daemon import Daemon
 from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
-from bridged.link_health import LinkHealth, LinkSnapshot, parse_cereg, parse_csq, parse_qeng
-from bridged.metrics import ATStats, make_registry
+from bridged.ops.metrics import ATStats, make_registry
+from bridged.shell.daemon import Daemon
+from bridged.shell.link_health import LinkHealth, LinkSnapshot, parse_cereg, parse_csq, parse_qeng
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"

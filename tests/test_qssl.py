@@ -11,10 +11,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.serialport import SerialPort
 
-from bridged.at_codec import DataFormat
-from bridged.at_engine import ATEngine
+from bridged.core.at_codec import DataFormat
 from bridged.emulator import FAST, Emulator
-from bridged.qssl import (
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.qssl import (
     QsslClient,
     QsslError,
     SocketListener,

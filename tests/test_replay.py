@@ -8,9 +8,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridged.at_codec import ClosedUrc, OpenResult, ProtocolError, RecvUrc, SendResult
-from bridged.replay import Replay, replay_entries
-from bridged.serial_trace import TraceRecorder, parse_trace
+from bridged.core.at_codec import ClosedUrc, OpenResult, ProtocolError, RecvUrc, SendResult
+from bridged.core.serial_trace import TraceRecorder, parse_trace
+from bridged.tools.replay import Replay, replay_entries
 
 #: A dialogue: (who, bytes). Uploads, sends, async results, recv URCs both formats,
 #: a URC inside a response, a damaged URC, a late answer.

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridged.channel import Channel, QueueLimits, ReconnectPolicy
-from bridged.scheduler import Scheduler
+from bridged.core.channel import Channel, QueueLimits, ReconnectPolicy
+from bridged.core.scheduler import Scheduler
 
 
 @dataclass

@@ -23,10 +23,10 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from bridged import sdnotify
-from bridged.channel import ChannelState
-from bridged.modem import ModemState
-from bridged.sdnotify import SystemdNotifier, install_systemd_notify, watchdog_ok
+from bridged.core.channel import ChannelState
+from bridged.ops import sdnotify
+from bridged.ops.sdnotify import SystemdNotifier, install_systemd_notify, watchdog_ok
+from bridged.shell.modem import ModemState
 
 
 class Receiver:
@@ -185,7 +185,7 @@ class Bridge:
 
 @dataclass
 class StandIn:
-    """The attributes of bridged.daemon.Daemon that the notifier reads."""
+    """The attributes of bridged.shell.daemon.Daemon that the notifier reads."""
 
     modem: Modem = field(default_factory=Modem)
     bridges: list[Bridge] = field(default_factory=lambda: [Bridge(), Bridge()])
@@ -357,8 +357,8 @@ async def test_real_daemon_on_the_emulator_notifies_ready_and_stopping(
     from twisted.internet import reactor
 
     from bridged.config import load_config
-    from bridged.daemon import Daemon
     from bridged.emulator import FAST, Emulator
+    from bridged.shell.daemon import Daemon
     from tests.support.waiting import wait_until
 
     emulator = Emulator(short_dir / "ttyBC26", profile=FAST, seed=1)
@@ -408,8 +408,8 @@ def test_watchdog_follows_the_lifecycle_not_only_the_session() -> None:
     """A recovery ladder that cannot make progress stops the pings, even while the AT
     session itself says healthy (nothing is in resync): a reset whose boot sign never
     comes, say. The watchdog reads the real Modem's ``healthy`` (lifecycle and session)."""
-    from bridged.modem import Modem as RealModem
-    from bridged.modem import ModemOptions
+    from bridged.shell.modem import Modem as RealModem
+    from bridged.shell.modem import ModemOptions
 
     modem = RealModem(Clock(), ModemOptions(device="/dev/null"), [])  # type: ignore[arg-type]
     life = modem.lifecycle

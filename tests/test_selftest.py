@@ -20,10 +20,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
+from bridged.core.module_profile import BC26, ModuleProfile, load_profile_file
 from bridged.emulator import FAST, Emulator
-from bridged.module_profile import BC26, ModuleProfile, load_profile_file
-from bridged.selftest import EchoServer, Selftest, SelftestOptions, run_on_device
-from bridged.selftest_line import port_holders
+from bridged.tools.selftest import EchoServer, Selftest, SelftestOptions, run_on_device
+from bridged.tools.selftest_line import port_holders
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
 from tests.support.waiting import wait_until

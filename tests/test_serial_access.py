@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridged.serial_access import (
+from bridged.shell.serial_access import (
     DeviceBusy,
     UucpLock,
     command_line,

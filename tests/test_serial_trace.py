@@ -8,8 +8,8 @@ import itertools
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bridged.at_codec import ATDecoder, DataFormat, RecvUrc
-from bridged.serial_trace import HOST, MODULE, TraceRecorder, escape, parse_trace, unescape
+from bridged.core.at_codec import ATDecoder, DataFormat, RecvUrc
+from bridged.core.serial_trace import HOST, MODULE, TraceRecorder, escape, parse_trace, unescape
 
 PEM = b"-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\r\n-----END PRIVATE KEY-----\n"
 

@@ -10,7 +10,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     ALL_SOCKETS,
     ATDecoder,
     DataFormat,
@@ -18,7 +18,7 @@ from bridged.at_codec import (
     ProtocolError,
     RecvUrc,
 )
-from bridged.channel import (
+from bridged.core.channel import (
     HANDOVER_TIMER,
     IDLE_TIMER,
     REOPEN_TIMER,
@@ -45,7 +45,7 @@ from bridged.channel import (
     StreamBroken,
     Timeouts,
 )
-from bridged.listener import ClientConnection
+from bridged.shell.listener import ClientConnection
 
 CLOSED, OPENING, OPEN, CLOSING = (
     ChannelState.CLOSED,

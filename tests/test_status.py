@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bridged.status import (
+from bridged.ops.status import (
     ClientStatus,
     LinkStatus,
     ModuleInfo,

@@ -261,7 +261,7 @@ except OSError:
     pass
 from twisted.internet import reactor
 from bridged.config import load_config
-from bridged.daemon import Daemon
+from bridged.shell.daemon import Daemon
 from bridged.emulator import FAST, Emulator
 
 work = sys.argv[1]

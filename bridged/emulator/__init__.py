@@ -8,7 +8,7 @@
     emulator.stop()
 
 What a module model does where the note is silent comes from its module profile
-(``Emulator(..., module_profile=BC26)``, :mod:`bridged.module_profile`; ``profile=`` is
+(``Emulator(..., module_profile=BC26)``, :mod:`bridged.core.module_profile`; ``profile=`` is
 the timing, ``fast`` or ``nbiot``): the ``+QSSLOPEN`` code of each open failure
 (``open_results``), whether a second QSSLSEND on a socket before the first one's
 ``+QSSLSEND`` result is taken (``max_unconfirmed_sends``; beyond it: ERROR), quoted or

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.emulator.at_server import AtServer, LineMode, frame
 from bridged.emulator.basic_commands import BasicCommands
 from bridged.emulator.cert_store import CertStore
@@ -24,7 +25,6 @@ from bridged.emulator.ssl_socket import ModuleSocket, SocketEnv, SocketState, Up
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline
 from bridged.emulator.tls_link import ReadGate
-from bridged.module_profile import BC26, ModuleProfile
 
 _log = Logger()
 
@@ -58,7 +58,7 @@ class Emulator:
 
             reactor = default_reactor
         # ``profile`` is timing (fast / nbiot); ``module_profile`` is what the module
-        # model does where the note is silent (bridged.module_profile).
+        # model does where the note is silent (bridged.core.module_profile).
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.module_profile = module_profile
         prompt_max_delay = self.profile.prompt_max_delay

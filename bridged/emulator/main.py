@@ -11,9 +11,9 @@ from typing import Any
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
+from bridged.core.module_profile import BUILTIN_PROFILES, ModuleProfileError, load_profile_file
 from bridged.emulator.emulator import DEFAULT_BAUD, Emulator
 from bridged.emulator.profiles import PROFILES
-from bridged.module_profile import BUILTIN_PROFILES, ModuleProfileError, load_profile_file
 
 _log = Logger()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Callable, Sequence
 
+from bridged.core.module_profile import ModuleProfile
 from bridged.emulator.at_parse import Command, CommandKind
 from bridged.emulator.at_server import Handler
 from bridged.emulator.faults import FaultPlan, SendErrorStage
@@ -21,7 +22,6 @@ from bridged.emulator.ssl_settings import (
 )
 from bridged.emulator.ssl_socket import ModuleSocket, SocketState, written_code
 from bridged.emulator.stats import EmulatorStats
-from bridged.module_profile import ModuleProfile
 
 
 class SslCommands:

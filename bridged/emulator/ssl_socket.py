@@ -20,7 +20,7 @@ from twisted.internet.error import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged import module_tls
+from bridged.core.module_profile import ModuleProfile
 from bridged.emulator.cert_store import CertStore
 from bridged.emulator.faults import FaultPlan
 from bridged.emulator.profiles import EmulatorProfile
@@ -29,7 +29,7 @@ from bridged.emulator.ssl_settings import SocketSettings
 from bridged.emulator.stats import EmulatorStats
 from bridged.emulator.timeline import Timeline, TimelineHandle
 from bridged.emulator.tls_link import ReadGate, TlsLink
-from bridged.module_profile import ModuleProfile
+from bridged.tools import module_tls
 
 _log = Logger()
 

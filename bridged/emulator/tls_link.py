@@ -1,7 +1,7 @@
 """One SSL socket's real TLS connection: ``ssl.SSLObject`` over a Twisted TCP client.
 
 ``ssl.MemoryBIO`` keeps the TLS engine off the socket, so everything runs in the
-reactor and the context comes straight from :mod:`bridged.module_tls`.
+reactor and the context comes straight from :mod:`bridged.tools.module_tls`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How fast :class:`bridged.at_codec.ATDecoder` parses recv URCs of the largest size.
+"""How fast :class:`bridged.core.at_codec.ATDecoder` parses recv URCs of the largest size.
 
     python -m tests.bench.codec [--seconds S] [--json FILE]
 
@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from bridged.at_codec import ATDecoder, DataFormat, RecvUrc
+from bridged.core.at_codec import ATDecoder, DataFormat, RecvUrc
 
 PIECES = (64, 512, 4096)
 URCS_PER_BLOCK = 60

@@ -657,9 +657,9 @@ def _init_seconds(log: Path) -> float:
     opened = ready = None
     for line in log.read_text(errors="replace").splitlines():
         stamp = line.split(" ", 1)[0]
-        if opened is None and "[bridged.modem] serial device" in line:
+        if opened is None and "[bridged.shell.modem] serial device" in line:
             opened = datetime.fromisoformat(stamp)
-        elif ready is None and "[bridged.modem] module ready" in line:
+        elif ready is None and "[bridged.shell.modem] module ready" in line:
             ready = datetime.fromisoformat(stamp)
     if opened is None or ready is None:
         return math.nan

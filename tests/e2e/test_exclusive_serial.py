@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bridged.serial_access import LOCK_DIR, lock_names, read_lock_pid
+from bridged.shell.serial_access import LOCK_DIR, lock_names, read_lock_pid
 from tests.e2e.test_daemon_process import BRIDGED, Process, wait_for
 from tests.support.tls_servers import free_port
 

@@ -13,10 +13,10 @@ import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
 from bridged.config import load_config
-from bridged.daemon import modem_options, socket_setup
+from bridged.core.module_profile import BC26, BC660K, ModuleProfile
 from bridged.emulator import FAST, Emulator
-from bridged.modem import Modem
-from bridged.module_profile import BC26, BC660K, ModuleProfile
+from bridged.shell.daemon import modem_options, socket_setup
+from bridged.shell.modem import Modem
 from tests.support.pki import Pki
 from tests.support.rig import BridgeRig, SocketSpec, read_exactly, read_until_eof
 from tests.support.tls_servers import RunningServer

@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from bridged.replay import replay_files
+from bridged.tools.replay import replay_files
 from tests.e2e.test_daemon_process import (
     BRIDGED,
     Process,

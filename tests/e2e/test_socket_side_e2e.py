@@ -11,8 +11,8 @@ import pytest_twisted
 from twisted.internet import threads
 
 from bridged.config import load_config
-from bridged.modem import ModemState
-from bridged.status import socket_status
+from bridged.ops.status import socket_status
+from bridged.shell.modem import ModemState
 from tests.support.pki import Pki
 from tests.support.rig import BridgeRig, SocketSpec, read_exactly, read_until_eof
 from tests.support.tls_servers import RunningServer, start_scripted_tls_server
@@ -203,7 +203,7 @@ async def test_problem2_reload_during_initialisation_configures_the_new_socket(
     await rig.emulator.when_ready()
     from twisted.internet import reactor
 
-    from bridged.daemon import Daemon
+    from bridged.shell.daemon import Daemon
 
     daemon = Daemon(reactor, load_config(rig.config_path))
     rig.daemon = daemon

@@ -12,11 +12,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
-from bridged.at_codec import URC_TYPES, Event, ProtocolError, RecvUrc
-from bridged.at_engine import ATEngine
 from bridged.config import load_config
-from bridged.daemon import Daemon
-from bridged.replay import replay_files
+from bridged.core.at_codec import URC_TYPES, Event, ProtocolError, RecvUrc
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.daemon import Daemon
+from bridged.tools.replay import replay_files
 from tests.support.pki import Pki
 from tests.support.rig import BridgeRig, SocketSpec, read_exactly
 from tests.support.tls_servers import RunningServer
@@ -119,8 +119,8 @@ async def test_replay_of_a_recorded_run_yields_the_live_event_sequence(
 
 
 def test_rotation_bounds_the_trace_and_replay_reads_both_files(tmp_path: Path) -> None:
-    from bridged.serial_tap import TraceFile
-    from bridged.serial_trace import TraceRecorder
+    from bridged.core.serial_trace import TraceRecorder
+    from bridged.shell.serial_tap import TraceFile
 
     path = tmp_path / "t.trace"
     out = TraceFile(path, max_bytes=20_000)

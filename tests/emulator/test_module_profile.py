@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.emulator import Emulator
-from bridged.module_profile import BC26, ModuleProfile
 from tests.emulator.conftest import TEST_PROFILE
 from tests.emulator.helpers import booted, configure_mutual_tls, ok, open_socket, prompt_then
 from tests.support.pki import Pki

@@ -1,4 +1,4 @@
-"""The module's TLS client profile (bridged.module_tls), without a network."""
+"""The module's TLS client profile (bridged.tools.module_tls), without a network."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from bridged import module_tls
+from bridged.tools import module_tls
 from tests.support.pki import Pki
 
 

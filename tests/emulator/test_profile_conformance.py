@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from bridged.core.module_profile import BUILTIN_PROFILES, ModuleProfile
 from bridged.emulator import Emulator
-from bridged.module_profile import BUILTIN_PROFILES, ModuleProfile
 from tests.emulator.conftest import TEST_PROFILE
 from tests.emulator.helpers import (
     booted,

@@ -20,10 +20,10 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bridged.at_codec import DataFormat
-from bridged.at_engine import ATEngine, ATError, Response
-from bridged.module_profile import BC26
-from bridged.qssl import QsslClient, SocketListener
+from bridged.core.at_codec import DataFormat
+from bridged.core.module_profile import BC26
+from bridged.shell.at_engine import ATEngine, ATError, Response
+from bridged.shell.qssl import QsslClient, SocketListener
 
 MAX_LINE = 1024
 TEXT_SOCKETS = (1, 3)  # the rest are hex

@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
-from bridged.channel import CountRxDropped
+from bridged.core.channel import CountRxDropped
 from tests.test_channel import ChannelModel
 
 STALE = 0xFF  # the model's server bytes count modulo 251: 0xFF is never one of them

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
 
-from bridged.at_codec import DataFormat
-from bridged.at_engine import Priority
+from bridged.core.at_codec import DataFormat
+from bridged.shell.at_engine import Priority
 from tests.fuzz.harness import MAX_LINE, TEXT_SOCKETS, EngineHarness
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))

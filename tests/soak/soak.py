@@ -1,6 +1,6 @@
 """The fault-injection soak: six sockets streaming through real TLS while the module fails.
 
-One reactor runs the BC26 emulator on a pty, bridged's :class:`~bridged.daemon.Daemon`,
+One reactor runs the BC26 emulator on a pty, bridged's :class:`~bridged.shell.daemon.Daemon`,
 and six :class:`~tests.soak.clients.SocketClient` streams (every mode and data format);
 ``socat`` runs the TLS echo server. While the clients stream, a
 :class:`~tests.soak.faults.FaultInjector` injects a fault every few seconds. Then faults
@@ -33,9 +33,9 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublish
 from zope.interface import implementer
 
 from bridged.config import load_config
-from bridged.daemon import Daemon
 from bridged.emulator import FAST, Emulator
-from bridged.logs import LineObserver
+from bridged.ops.logs import LineObserver
+from bridged.shell.daemon import Daemon
 from tests.soak.clients import ClientTotals, SocketClient, Violation
 from tests.soak.faults import FAULT_ROUND, FaultInjector, InjectedFault
 from tests.support.pki import make_pki

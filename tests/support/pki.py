@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trustme
 
-from bridged.demo import make_demo_pki
+from bridged.tools.demo import make_demo_pki
 
 
 @dataclass(frozen=True)

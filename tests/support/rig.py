@@ -20,9 +20,9 @@ from typing import Any
 from twisted.internet import reactor, threads
 
 from bridged.config import load_config
-from bridged.daemon import Daemon
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.emulator import FAST, Emulator
-from bridged.module_profile import BC26, ModuleProfile
+from bridged.shell.daemon import Daemon
 from tests.support.pki import Pki
 from tests.support.tls_servers import free_port
 from tests.support.waiting import wait_until

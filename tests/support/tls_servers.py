@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from bridged.module_tls import openssl_cipher_string
+from bridged.tools.module_tls import openssl_cipher_string
 from tests.support.pki import Pki
 
 LOOPBACK = "127.0.0.1"

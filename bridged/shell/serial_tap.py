@@ -1,6 +1,6 @@
 """The serial trace's I/O: a size-bounded, rotated trace file and a protocol wrapper that
 shows it every byte crossing the serial port (the recording itself is the pure
-:mod:`bridged.serial_trace`).
+:mod:`bridged.core.serial_trace`).
 
 The modem wraps its protocol with :func:`tap` where it opens the port; nothing else in
 the daemon knows about traces.
@@ -20,7 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.serial_trace import HEADER, TraceRecorder
+from bridged.core.serial_trace import HEADER, TraceRecorder
 
 log = Logger(namespace="bridged.trace")
 

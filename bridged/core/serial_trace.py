@@ -3,7 +3,7 @@
 Pure: :class:`TraceRecorder` turns what the host wrote and what the module sent (each
 with the time it happened) into trace lines; :func:`parse_trace` reads them back.
 Writing them to a file (bounded, rotated) and tapping a Twisted serial port is in
-:mod:`bridged.serial_tap`.
+:mod:`bridged.shell.serial_tap`.
 
 Format (one record per line, UTF-8, ``#`` lines are comments)::
 
@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from bridged.at_codec import ATDecoder, DataFormat, FinalResult, Prompt
+from bridged.core.at_codec import ATDecoder, DataFormat, FinalResult, Prompt
 
 HEADER = "# bridged serial trace v1"
 HOST = "H"

@@ -28,11 +28,11 @@ from twisted.logger import Logger
 from bridged import __version__
 
 if TYPE_CHECKING:
-    from bridged.bridge import SocketBridge
-    from bridged.daemon import Daemon
-    from bridged.link_health import LinkHealth
-    from bridged.modem import Modem
-    from bridged.qssl import QsslClient
+    from bridged.shell.bridge import SocketBridge
+    from bridged.shell.daemon import Daemon
+    from bridged.shell.link_health import LinkHealth
+    from bridged.shell.modem import Modem
+    from bridged.shell.qssl import QsslClient
 
 log = Logger(namespace="bridged.status")
 
@@ -156,7 +156,7 @@ class ModuleIdentity:
         modem.ready_listeners.append(self._module_ready)
 
     def _module_ready(self, _qssl: QsslClient) -> None:
-        from bridged.at_engine import ATError, Priority
+        from bridged.shell.at_engine import ATError, Priority
 
         engine = self.modem.engine
         if engine is None:
@@ -193,7 +193,7 @@ def read_status(
     module: ModuleInfo,
 ) -> Status:
     """A snapshot of the daemon's parts. Reads only; call in the reactor thread."""
-    from bridged.link_health import REGISTRATION_STATUS_NAMES
+    from bridged.shell.link_health import REGISTRATION_STATUS_NAMES
 
     link = None
     if link_health is not None:

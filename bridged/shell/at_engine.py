@@ -1,4 +1,4 @@
-"""The AT engine: the Twisted shell around the pure :class:`~bridged.at_session.ATSession`.
+"""The AT engine: the Twisted shell around the pure :class:`~bridged.core.at_session.ATSession`.
 
 It feeds the session what the serial line delivered (with the time), the commands callers
 queue and the timer it asked for, and carries out what the session returns: writes to the
@@ -20,8 +20,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.at_codec import CTRL_Z, Event, encode_command
-from bridged.at_session import (
+from bridged.core.at_codec import CTRL_Z, Event, encode_command
+from bridged.core.at_session import (
     Action,
     ATError,
     ATSession,

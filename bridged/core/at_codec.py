@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from bridged.module_profile import BC26, ModuleProfile
+from bridged.core.module_profile import BC26, ModuleProfile
 
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"

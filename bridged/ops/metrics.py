@@ -41,7 +41,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from bridged import __version__
-from bridged.at_codec import (
+from bridged.config import Endpoint
+from bridged.core.at_codec import (
     BootSign,
     ClosedUrc,
     CloseResult,
@@ -51,16 +52,15 @@ from bridged.at_codec import (
     RecvUrc,
     SendResult,
 )
-from bridged.at_engine import ATEngine
-from bridged.channel import ChannelState
-from bridged.config import Endpoint
-from bridged.link_health import LinkHealth
-from bridged.modem import ModemState
-from bridged.qssl import ERROR_NAMES
+from bridged.core.channel import ChannelState
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.link_health import LinkHealth
+from bridged.shell.modem import ModemState
+from bridged.shell.qssl import ERROR_NAMES
 
 if TYPE_CHECKING:
-    from bridged.daemon import Daemon
-    from bridged.qssl import QsslClient
+    from bridged.shell.daemon import Daemon
+    from bridged.shell.qssl import QsslClient
 
 log = Logger(namespace="bridged.metrics")
 
@@ -92,7 +92,7 @@ AT_DURATION_BUCKETS: tuple[float, ...] = (
 OPEN_RESULTS: tuple[str, ...] = (*ERROR_NAMES.values(), "unknown")
 CLIENT_OUTCOMES = ("accepted", "refused")
 # Why bridged itself ended an SSL connection whose stream could not go on whole (the
-# StreamBroken labels of bridged.channel).
+# StreamBroken labels of bridged.core.channel).
 STREAM_END_REASONS = (
     "damaged_data",
     "idle_timeout",
@@ -631,7 +631,7 @@ def install_metrics(
 
     Call before ``daemon.start()`` so the first engine's commands are counted too (later
     works, counting from then on). ``link_health`` (from
-    :func:`bridged.link_health.start_link_health`) adds the signal and registration gauges.
+    :func:`bridged.shell.link_health.start_link_health`) adds the signal and registration gauges.
     """
     stats = attach_at_stats(daemon)
     site = make_site(make_registry(daemon, stats, link_health), daemon)

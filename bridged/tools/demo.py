@@ -25,8 +25,8 @@ from typing import Any
 import trustme
 from twisted.logger import Logger
 
-from bridged.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile
-from bridged.module_tls import openssl_cipher_string
+from bridged.core.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile
+from bridged.tools.module_tls import openssl_cipher_string
 
 log = Logger(namespace="bridged.demo")
 
@@ -165,9 +165,9 @@ def demo_main(args: argparse.Namespace) -> int:
     from twisted.internet import reactor as global_reactor
 
     from bridged.config import load_config
-    from bridged.daemon import Daemon, install_extras
     from bridged.emulator import Emulator
-    from bridged.logs import setup_logging
+    from bridged.ops.logs import setup_logging
+    from bridged.shell.daemon import Daemon, install_extras
 
     reactor: Any = global_reactor  # its methods live on several interfaces
     for port, what in ((args.port, "--port"), (args.metrics_port, "--metrics-port")):

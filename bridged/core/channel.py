@@ -86,7 +86,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Concatenate, Literal, ParamSpec
 
-from bridged.backoff import Backoff
+from bridged.core.backoff import Backoff
 
 __all__ = [
     "HANDOVER_TIMER",

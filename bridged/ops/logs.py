@@ -32,10 +32,10 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-from bridged.at_codec import BootSign, ClosedUrc, CloseResult, OpenResult, RecvUrc, SendResult
+from bridged.core.at_codec import BootSign, ClosedUrc, CloseResult, OpenResult, RecvUrc, SendResult
 
 if TYPE_CHECKING:
-    from bridged.at_engine import ATEngine
+    from bridged.shell.at_engine import ATEngine
 
 LEVELS = {
     "debug": LogLevel.debug,

@@ -47,7 +47,7 @@ from enum import Enum, IntEnum
 
 from twisted.logger import Logger
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     ESC,
     URC_TYPES,
     ATDecoder,

@@ -21,18 +21,18 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from bridged.at_codec import DataFormat
-from bridged.at_engine import ATEngine, ATError
-from bridged.bridge import SendPump, SocketBridge
-from bridged.channel import ChannelState
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
-from bridged.modem import Modem, ModemOptions, ModemState, SocketSetup
-from bridged.qssl import CertKind, QsslClient, SslSocketSettings
-from bridged.sdnotify import install_systemd_notify
-from bridged.serial_tap import SerialTraceOptions
+from bridged.core.at_codec import DataFormat
+from bridged.core.channel import ChannelState
+from bridged.ops.sdnotify import install_systemd_notify
+from bridged.shell.at_engine import ATEngine, ATError
+from bridged.shell.bridge import SendPump, SocketBridge
+from bridged.shell.modem import Modem, ModemOptions, ModemState, SocketSetup
+from bridged.shell.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.shell.serial_tap import SerialTraceOptions
 
 if TYPE_CHECKING:
-    from bridged.link_health import LinkHealth
+    from bridged.shell.link_health import LinkHealth
 
 log = Logger(namespace="bridged.daemon")
 
@@ -317,9 +317,9 @@ def certificate_digest(config: SocketConfig) -> str:
 
 def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
     """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
-    from bridged.link_health import start_link_health
-    from bridged.logs import trace_urcs
-    from bridged.metrics import install_metrics
+    from bridged.ops.logs import trace_urcs
+    from bridged.ops.metrics import install_metrics
+    from bridged.shell.link_health import start_link_health
 
     daemon.modem.engine_listeners.append(lambda engine, _qssl: trace_urcs(engine))
 
@@ -341,8 +341,8 @@ def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
 def install_passthrough(
     daemon: Daemon, reactor: Any, config: Config, link_health: LinkHealth | None = None
 ) -> None:
-    from bridged.passthrough import PassthroughService, listen_passthrough
-    from bridged.status import STATUS_REQUEST, install_status, status_reply
+    from bridged.ops.passthrough import PassthroughService, listen_passthrough
+    from bridged.ops.status import STATUS_REQUEST, install_status, status_reply
 
     current_status = install_status(daemon, reactor, link_health)
     service = PassthroughService(
@@ -365,7 +365,7 @@ def run_main(config_path: str, log_level: str | None = None, trace: str | None =
     ``trace``: record the serial line there (overrides ``serial.trace``)."""
     from twisted.internet import reactor as global_reactor
 
-    from bridged.logs import setup_logging
+    from bridged.ops.logs import setup_logging
 
     reactor: Any = global_reactor  # its methods live on several interfaces
 

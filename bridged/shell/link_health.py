@@ -1,7 +1,7 @@
 """Link health: what the module says about the radio, polled at low priority.
 
 Every ``modem.health_interval`` seconds while the module is ready, three commands go out
-one after the other at :attr:`~bridged.at_engine.Priority.LOW`, so none of them is ever
+one after the other at :attr:`~bridged.shell.at_engine.Priority.LOW`, so none of them is ever
 written ahead of a queued open, send or close:
 
 - ``AT+CSQ`` → ``+CSQ: <rssi>,<ber>``: rssi 0..31 is -113 + 2·rssi dBm, 99 unknown;
@@ -35,12 +35,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.at_engine import ATError, CommandError, CommandTimeout, Priority
-from bridged.modem import Modem, ModemState
+from bridged.shell.at_engine import ATError, CommandError, CommandTimeout, Priority
+from bridged.shell.modem import Modem, ModemState
 
 if TYPE_CHECKING:
-    from bridged.daemon import Daemon
-    from bridged.qssl import QsslClient
+    from bridged.shell.daemon import Daemon
+    from bridged.shell.qssl import QsslClient
 
 log = Logger(namespace="bridged.link")
 

@@ -1,9 +1,9 @@
 """Twisted glue around each socket's channel, and the send pump that shares the line.
 
-``SocketBridge`` owns one :class:`~bridged.channel.Channel`: it feeds it the events of its
+``SocketBridge`` owns one :class:`~bridged.core.channel.Channel`: it feeds it the events of its
 TCP client, of the module (recv / closed URCs, command results) and of its timers, and
 carries out the actions the channel returns. ``SendPump`` asks the
-:class:`~bridged.scheduler.Scheduler` whose turn it is and runs one ``AT+QSSLSEND`` at a
+:class:`~bridged.core.scheduler.Scheduler` whose turn it is and runs one ``AT+QSSLSEND`` at a
 time. Counters live here as plain numbers; the metrics module reads them at scrape time.
 """
 
@@ -19,9 +19,9 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTC
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.at_codec import DataFormat
-from bridged.at_engine import ATError
-from bridged.channel import (
+from bridged.config import SocketConfig
+from bridged.core.at_codec import DataFormat
+from bridged.core.channel import (
     Action,
     AttachHeldClient,
     CancelTimer,
@@ -47,10 +47,10 @@ from bridged.channel import (
     StreamBroken,
     Timeouts,
 )
-from bridged.config import SocketConfig
-from bridged.listener import ClientConnection, ClientFactory
-from bridged.qssl import QsslClient, QsslError, SocketListener
-from bridged.scheduler import Scheduler
+from bridged.core.scheduler import Scheduler
+from bridged.shell.at_engine import ATError
+from bridged.shell.listener import ClientConnection, ClientFactory
+from bridged.shell.qssl import QsslClient, QsslError, SocketListener
 
 log = Logger(namespace="bridged.socket")
 

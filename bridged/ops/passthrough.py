@@ -31,8 +31,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-from bridged.at_engine import ATEngine, CommandError, CommandTimeout, Priority, SerialLost
-from bridged.at_session import PROBES
+from bridged.core.at_session import PROBES
+from bridged.shell.at_engine import ATEngine, CommandError, CommandTimeout, Priority, SerialLost
 
 log = Logger(namespace="bridged.passthrough")
 
@@ -57,7 +57,7 @@ _ALLOWED: list[re.Pattern[str]] = [
 # Reads of one socket's QSSLCFG settings (all of them, or one by name).
 _QSSLCFG_READ = re.compile(r'^AT\+QSSLCFG=\s*\d+\s*,\s*\d+\s*(,\s*"[A-Z]+"\s*)?$')
 _CERT_KINDS = ('"CACERT"', '"CLIENTCERT"', '"CLIENTKEY"')
-# The resync probes (bridged.at_session.PROBES) are the session's own: a passed-through
+# The resync probes (bridged.core.at_session.PROBES) are the session's own: a passed-through
 # copy answered late could be taken for a probe's answer.
 _RESERVED = {probe.command.upper() for probe in PROBES}
 

@@ -3,8 +3,8 @@
 Run with the daemon stopped (the port must be free). A fixed conformance script drives
 the module; every check records the assumption, what the module did, and a verdict.
 The outcome is a report (table or JSON), a module profile file for this module
-(:mod:`bridged.module_profile`: base + what differed), and the full transcript (a serial
-trace, :mod:`bridged.serial_trace`, which ``bridged replay`` reads).
+(:mod:`bridged.core.module_profile`: base + what differed), and the full transcript (a serial
+trace, :mod:`bridged.core.serial_trace`, which ``bridged replay`` reads).
 
 Checks (in order): echo and ``ATE0``; ``ATI`` / ``AT+CGMR``; the ``AT+QSSLCFG`` read and
 a table of range checks; malformed commands; certificate upload byte counts; with
@@ -33,8 +33,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from bridged.at_codec import ClosedUrc, OpenResult, RecvUrc, SendResult, Urc
-from bridged.module_profile import (
+from bridged.core.at_codec import ClosedUrc, OpenResult, RecvUrc, SendResult, Urc
+from bridged.core.module_profile import (
     BC20,
     BC26,
     OPEN_SITUATIONS,
@@ -42,7 +42,7 @@ from bridged.module_profile import (
     detect_model,
     profile_yaml,
 )
-from bridged.selftest_line import Line, PortBusy, port_holders
+from bridged.tools.selftest_line import Line, PortBusy, port_holders
 
 CTRL_Z = b"\x1a"
 #: An RFC 6761 name that never resolves.
@@ -779,8 +779,8 @@ def run_on_device(
     ``module-profile.yaml`` under ``out``; the run and the profile text."""
     import serial
 
-    from bridged.serial_access import DeviceBusy, UucpLock
-    from bridged.serial_tap import TraceFile
+    from bridged.shell.serial_access import DeviceBusy, UucpLock
+    from bridged.shell.serial_tap import TraceFile
 
     # The daemon's UUCP lock (and minicom's) keeps them off the port while we test.
     lock = UucpLock(device)

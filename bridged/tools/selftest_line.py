@@ -6,8 +6,8 @@ result, write data at a chosen time after ``>``, send malformed commands, and lo
 the raw bytes (is recv data quoted?). A blocking, one-command-at-a-time driver over
 pyserial says exactly what it sends and when, needs no reactor, and does not move when
 the engine is rewritten. What it shares with the daemon is the dialect: module bytes
-are decoded by :class:`bridged.at_codec.ATDecoder`, and every byte either way goes
-through :class:`bridged.serial_trace.TraceRecorder` into the transcript, so a
+are decoded by :class:`bridged.core.at_codec.ATDecoder`, and every byte either way goes
+through :class:`bridged.core.serial_trace.TraceRecorder` into the transcript, so a
 self-test transcript can be replayed like any field trace.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     URC_TYPES,
     ATDecoder,
     DataFormat,
@@ -32,7 +32,7 @@ from bridged.at_codec import (
     ProtocolError,
     Urc,
 )
-from bridged.serial_trace import TraceRecorder
+from bridged.core.serial_trace import TraceRecorder
 
 
 class PortBusy(Exception):
@@ -54,8 +54,8 @@ class BinaryPort(Protocol):
 
 def port_holders(device: str) -> list[tuple[int, str]]:
     """(pid, command line) of other processes that have ``device`` open (the pty's own
-    master side, an emulator, excepted): :func:`bridged.serial_access.open_by`."""
-    from bridged.serial_access import open_by
+    master side, an emulator, excepted): :func:`bridged.shell.serial_access.open_by`."""
+    from bridged.shell.serial_access import open_by
 
     holders = open_by(os.path.realpath(device), exclude=os.getpid())
     return [(h.pid, h.command or "?") for h in holders]

@@ -1,8 +1,8 @@
-"""``bridged replay TRACE``: a serial trace (:mod:`bridged.serial_trace`) fed back through
+"""``bridged replay TRACE``: a serial trace (:mod:`bridged.core.serial_trace`) fed back through
 the daemon's own AT session on a virtual clock, printing the events, the commands they
 answered and every protocol error: a field problem reproduced on any laptop.
 
-The module side goes to :class:`bridged.at_session.ATSession` (and so through its codec)
+The module side goes to :class:`bridged.core.at_session.ATSession` (and so through its codec)
 exactly as the daemon fed it: same chunks, same order, the trace's times. The host side
 is what the daemon's session wrote; replay makes the session write it again, so the
 session itself decides which command each answer completes, which answers nobody owns,
@@ -23,7 +23,7 @@ What the daemon's owner does around the session is done here too: ``port opened`
 ``port closed`` are the connection, a boot sign fails every command (the modem does), and
 a ``"dataformat"`` setting tells the codec how the socket's recv data is coded.
 ``+QSSLOPEN`` / ``+QSSLSEND`` / ``+QSSLCLOSE`` results are paired with the completed
-command of that kind for that socket, oldest first, as :mod:`bridged.qssl` pairs them
+command of that kind for that socket, oldest first, as :mod:`bridged.shell.qssl` pairs them
 with its waiters.
 """
 
@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     CTRL_Z,
     ESC,
     BootSign,
@@ -51,7 +51,7 @@ from bridged.at_codec import (
     RecvUrc,
     SendResult,
 )
-from bridged.at_session import (
+from bridged.core.at_session import (
     PROBES,
     RESYNC_PHASES,
     Action,
@@ -74,7 +74,7 @@ from bridged.at_session import (
     Write,
     info_prefix,
 )
-from bridged.serial_trace import (
+from bridged.core.serial_trace import (
     HOST,
     MODULE,
     NOTE,

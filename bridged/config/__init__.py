@@ -4,7 +4,7 @@ Loading runs in three phases, each reporting *all* of its problems at once:
 
 1. YAML: syntax, duplicate keys. A custom SafeLoader remembers where every mapping entry and
    list item came from, so later phases can name file:line:column.
-2. Schema: the shipped JSON Schema (``bridged/schema/bridged.schema.json``, Draft 2020-12)
+2. Schema: the shipped JSON Schema (``bridged/config/schema/bridged.schema.json``, Draft 2020-12)
    via jsonschema: types, ranges, enums, unknown keys (with "did you mean").
 3. Semantics the schema cannot express: duplicate connect_id / listen addresses, loopback
    rules, seclevel vs certificates after merging defaults, and (``check_files``) the
@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, NamedTuple, cast
 import jsonschema
 import yaml
 
-from bridged.module_profile import (
+from bridged.core.module_profile import (
     MODEL_CHOICES,
     ModuleProfile,
     ModuleProfileError,
@@ -158,7 +158,7 @@ class SerialConfig:
     device: str
     baudrate: int = 115200
     reopen_backoff: Backoff = Backoff()
-    #: Serial trace file (bridged.serial_trace); None: no trace.
+    #: Serial trace file (bridged.core.serial_trace); None: no trace.
     trace: Path | None = None
     trace_payload: bool = True
     trace_max_bytes: int = 10_000_000
@@ -166,7 +166,7 @@ class SerialConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModemConfig:
-    #: bridged.module_profile.MODEL_CHOICES; "auto" asks the module at start.
+    #: bridged.core.module_profile.MODEL_CHOICES; "auto" asks the module at start.
     model: str = "bc26"
     #: A module profile file (bridged selftest writes one); wins over ``model``.
     profile_file: Path | None = None
@@ -516,7 +516,9 @@ def _is_endpoint(instance: object) -> bool:
 
 def load_schema() -> dict[str, Any]:
     """The shipped JSON Schema (a fresh copy)."""
-    text = resources.files("bridged").joinpath("schema/bridged.schema.json").read_text("utf-8")
+    text = (
+        resources.files("bridged.config").joinpath("schema/bridged.schema.json").read_text("utf-8")
+    )
     return cast(dict[str, Any], json.loads(text))
 
 

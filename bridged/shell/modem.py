@@ -1,10 +1,10 @@
 """The module's lifecycle shell: serial port, initialisation, configuration, recovery.
 
 The decisions — stages, the recovery ladder, a deadline out of every stage, health — are
-the pure :class:`~bridged.lifecycle.Lifecycle`; this class opens and closes the port, runs
+the pure :class:`~bridged.core.lifecycle.Lifecycle`; this class opens and closes the port, runs
 the initialisation steps, sends ``AT+QRST=1`` when told, and reports what happened.
 
-One :class:`~bridged.at_engine.ATEngine` (one AT session) and one QSSL layer live as long
+One :class:`~bridged.shell.at_engine.ATEngine` (one AT session) and one QSSL layer live as long
 as the modem: a serial reopen hands the engine a new transport, so URC subscriptions and
 the session's knowledge (a data-mode silence under way) survive it.
 
@@ -28,15 +28,15 @@ from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.at_engine import ATEngine, ATError, Priority
-from bridged.backoff import Backoff
-from bridged.lifecycle import Action as LifecycleAction
-from bridged.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
-from bridged.lifecycle import SetTimer as LifecycleTimer
-from bridged.module_profile import BC26, ModuleProfile
-from bridged.qssl import CertKind, QsslClient, SslSocketSettings
-from bridged.serial_access import ExclusiveSerialPort
-from bridged.serial_tap import SerialTraceOptions, tap
+from bridged.core.backoff import Backoff
+from bridged.core.lifecycle import Action as LifecycleAction
+from bridged.core.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
+from bridged.core.lifecycle import SetTimer as LifecycleTimer
+from bridged.core.module_profile import BC26, ModuleProfile
+from bridged.shell.at_engine import ATEngine, ATError, Priority
+from bridged.shell.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.shell.serial_access import ExclusiveSerialPort
+from bridged.shell.serial_tap import SerialTraceOptions, tap
 
 log = Logger(namespace="bridged.modem")
 
@@ -69,7 +69,7 @@ class ModemOptions:
     reopen_max: float = 30.0
     init_attempts: int = 10
     reset_grace: float = 15.0  # after AT+QRST=1, how long to wait for the boot banner
-    trace: SerialTraceOptions | None = None  # record the line (bridged.serial_trace)
+    trace: SerialTraceOptions | None = None  # record the line (bridged.core.serial_trace)
     #: The module model; None: ask the module (ATI / AT+CGMM) at every initialisation.
     profile: ModuleProfile | None = BC26
 
@@ -122,7 +122,7 @@ class Modem:
         )
         self._reopen_call: IDelayedCall | None = None
         # The lifecycle and its recovery ladder are a pure machine; this class carries
-        # out its actions (bridged/lifecycle.py).
+        # out its actions (bridged/core/lifecycle.py).
         self.lifecycle = Lifecycle(self._lifecycle_settings())
         self._lifecycle_timer: IDelayedCall | None = None
         self._stopping = False
@@ -217,7 +217,7 @@ class Modem:
         )
         qssl.command_timeout = self.options.command_timeout
         try:
-            # Exclusive: a second opener would steal answers (bridged/serial_access.py).
+            # Exclusive: a second opener would steal answers (bridged/shell/serial_access.py).
             self._port = ExclusiveSerialPort(
                 tap(engine, self.options.trace, self.options.device),
                 self.options.device,

@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from bridged.module_tls import MODULE_CIPHER_SUITES, SSLVERSION_RANGES, CipherSuite
+from bridged.tools.module_tls import MODULE_CIPHER_SUITES, SSLVERSION_RANGES, CipherSuite
 
 #: The kinds of ``+QSSLOPEN`` failure a self-test can provoke, and a profile maps to codes.
 OPEN_SITUATIONS: tuple[str, ...] = ("wrong_ca", "client_cert_missing", "port_closed", "dns_failure")

@@ -6,7 +6,7 @@ namespace. Each notification is one datagram of ``KEY=VALUE`` lines. Without
 ``$NOTIFY_SOCKET`` (run by hand, in tests, under another supervisor) everything here is a
 no-op.
 
-:func:`install_systemd_notify` connects a running :class:`bridged.daemon.Daemon` to it:
+:func:`install_systemd_notify` connects a running :class:`bridged.shell.daemon.Daemon` to it:
 
 * ``READY=1`` once the module is initialised and the listeners are up (the first "ready");
 * ``STATUS=`` whenever the daemon's state changes, and on each watchdog tick if the text
@@ -30,9 +30,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from bridged.channel import ChannelState
+from bridged.core.channel import ChannelState
 
-# bridged.modem.ModemState values, compared by value so that this module does not import
+# bridged.shell.modem.ModemState values, compared by value so that this module does not import
 # the serial stack (tests/test_sdnotify.py checks that they match).
 SERIAL_DOWN = "serial-down"
 INITIALISING = "initialising"
@@ -162,7 +162,7 @@ def _status_field(text: str) -> str:
 
 class ModemView(Protocol):
     @property
-    def state(self) -> Enum: ...  # bridged.modem.ModemState
+    def state(self) -> Enum: ...  # bridged.shell.modem.ModemState
 
     @property
     def healthy(self) -> bool: ...  # lifecycle (recovery ladder) and AT session together
@@ -174,7 +174,7 @@ class BridgeView(Protocol):
 
 
 class NotifiedDaemon(Protocol):
-    """What the notifier reads of :class:`bridged.daemon.Daemon`."""
+    """What the notifier reads of :class:`bridged.shell.daemon.Daemon`."""
 
     @property
     def modem(self) -> ModemView: ...

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.at_codec import (
+from bridged.core.at_codec import (
     CTRL_Z,
     BootSign,
     ClosedUrc,
@@ -32,7 +32,8 @@ from bridged.at_codec import (
     encode_payload,
     quote,
 )
-from bridged.at_engine import (
+from bridged.core.module_profile import BC26, ModuleProfile, detect_model
+from bridged.shell.at_engine import (
     ATEngine,
     ATError,
     CommandError,
@@ -40,7 +41,6 @@ from bridged.at_engine import (
     DataPhase,
     Priority,
 )
-from bridged.module_profile import BC26, ModuleProfile, detect_model
 
 log = Logger(namespace="bridged.qssl")
 

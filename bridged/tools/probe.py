@@ -1,11 +1,11 @@
 """``bridged probe HOST:PORT``: will this TLS server accept the module's handshake?
 
-The module is a :class:`~bridged.module_profile.ModuleProfile` (``--model``, or the
+The module is a :class:`~bridged.core.module_profile.ModuleProfile` (``--model``, or the
 configuration's ``modem.model`` / ``modem.profile_file`` with ``-c``): its suites and TLS
 versions are what the handshakes offer (a BC660K-GL offers three suites, no SSL 3.0).
 
 From the machine it runs on, the probe makes the handshakes the module would make, with
-the module's one client profile (:mod:`bridged.module_tls`): each of its suites alone at
+the module's one client profile (:mod:`bridged.tools.module_tls`): each of its suites alone at
 each TLS version, then the whole offer as each ``sslversion`` setting would send it, then
 each configured socket's own settings. It reports what the server accepts, its key, its
 client-certificate and SNI behaviour, and per socket a verdict: works, or the
@@ -46,8 +46,9 @@ from bridged.config import (
     load_config,
     module_profile,
 )
-from bridged.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile, ModuleProfileError
-from bridged.module_tls import (
+from bridged.core.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile, ModuleProfileError
+from bridged.shell.qssl import ERROR_DESCRIPTIONS, ERROR_NAMES
+from bridged.tools.module_tls import (
     MODULE_CIPHER_SUITES,
     CipherSuite,
     ClientKeyError,
@@ -55,7 +56,6 @@ from bridged.module_tls import (
     available_suites,
     client_context,
 )
-from bridged.qssl import ERROR_DESCRIPTIONS, ERROR_NAMES
 
 __all__ = ["probe_main", "run_probe"]
 
