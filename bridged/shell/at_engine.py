@@ -87,6 +87,10 @@ class ATEngine(Protocol):
         self._timer: IDelayedCall | None = None
         # Listeners: URCs, protocol errors and unsolicited lines; command outcomes.
         self.event_listeners: list[EventListener] = []
+        # The one owner of an event type, called first and directly (a recv URC goes
+        # straight to the QSSL layer's routing by connectID); event_listeners still see
+        # every event.
+        self.event_routes: dict[type[Event], EventListener] = {}
         self.command_observers: list[CommandObserver] = []
         self.lost_listeners: list[Callable[[Failure], None]] = []
         self.unresponsive_listeners: list[Callable[[], None]] = []
@@ -142,9 +146,9 @@ class ATEngine(Protocol):
         name (``+CSQ:`` for ``AT+CSQ``) is another's answer and aborts this one.
         ``urgent``: written even while a resync probes a module that does not answer.
         """
-        encode_command(line)  # refuse a malformed line now, not when its turn comes
         d: defer.Deferred[Response] = defer.Deferred()
         if not self.connected:
+            encode_command(line)  # a malformed line is refused now, connected or not
             d.errback(SerialLost(f"{command_name(line)}: serial port is not open"))
             return d
         cmd = Command(
@@ -156,8 +160,10 @@ class ATEngine(Protocol):
             info_prefix(line) if check_info else None,
             urgent=urgent,
         )
+        # The session refuses a malformed line (ValueError) before queueing it.
+        actions = self.session.submit(cmd, self.clock.seconds())
         self._deferreds[cmd] = d
-        self._apply(self.session.submit(cmd, self.clock.seconds()))
+        self._apply(actions)
         return d
 
     @property
@@ -204,8 +210,12 @@ class ATEngine(Protocol):
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Write):
-                self._write(action.data)
+            if isinstance(action, Notify):  # first: a download is mostly recv URCs
+                self._notify(action.event)
+            elif isinstance(action, Write):
+                if self.transport is not None:
+                    self.bytes_out += len(action.data)
+                    self.transport.write(action.data)
             elif isinstance(action, SetTimer):
                 self._arm(action.at)
             elif isinstance(action, Completed):
@@ -216,8 +226,6 @@ class ATEngine(Protocol):
                 d = self._deferreds.pop(action.command, None)
                 if d is not None:
                     d.errback(action.error)
-            elif isinstance(action, Notify):
-                self._notify(action.event)
             elif isinstance(action, Observed):
                 for observer in list(self.command_observers):
                     observer(action.name, action.result, action.seconds)
@@ -228,13 +236,13 @@ class ATEngine(Protocol):
                 for resynced in list(self.resynced_listeners):
                     resynced()
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is None:
-            return
-        self.bytes_out += len(data)
-        self.transport.write(data)
-
     def _notify(self, event: Event) -> None:
+        owner = self.event_routes.get(type(event))
+        if owner is not None:
+            try:
+                owner(event)
+            except Exception:
+                log.failure("event listener failed on {event!r}", event=event)
         for listener in list(self.event_listeners):
             try:
                 listener(event)

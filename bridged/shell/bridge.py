@@ -13,6 +13,8 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import ParamSpec
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
@@ -53,6 +55,8 @@ from bridged.shell.listener import ClientConnection, ClientFactory
 from bridged.shell.qssl import QsslClient, QsslError, SocketListener
 
 log = Logger(namespace="bridged.socket")
+
+_P = ParamSpec("_P")
 
 
 @dataclass
@@ -205,7 +209,7 @@ class SocketBridge:
 
     def _on_recv(self, data: bytes) -> None:
         self.stats.rx_bytes += len(data)
-        self._feed(lambda: self.channel.recv(data))
+        self._feed(self.channel.recv, data)
 
     def _on_recv_lost(self, reason: str) -> None:
         # Data that was (or may have been) this socket's was damaged on the serial line:
@@ -265,7 +269,7 @@ class SocketBridge:
 
     def client_data(self, client: ClientConnection, data: bytes) -> None:
         if client is self.client:
-            self._feed(lambda: self.channel.client_data(data))
+            self._feed(self.channel.client_data, data)
 
     def client_eof(self, client: ClientConnection) -> None:
         if client is self.client:
@@ -313,11 +317,6 @@ class SocketBridge:
 
     # ------------------------------------------------------------------ send path
 
-    def take_chunk(self) -> tuple[bytes, int]:
-        """The next chunk and the epoch it belongs to."""
-        chunk = self.channel.next_chunk()
-        return chunk, self.channel.epoch
-
     def send_done(self, n: int, epoch: int) -> None:
         self._feed(lambda: self.channel.send_done(n, epoch))
 
@@ -329,15 +328,18 @@ class SocketBridge:
 
     # ------------------------------------------------------------------ actions
 
-    def _feed(self, event: Callable[[], list[Action]]) -> None:
-        """Give the channel one input and carry out its actions. An input caused while
-        actions are being carried out (a synchronous result) waits its turn, so actions
-        run in the order the channel returned them."""
-        self._inbox.append(event)
+    def _feed(
+        self, event: Callable[_P, list[Action]], *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
+        """Give the channel one input (``event(*args)``) and carry out its actions. An
+        input caused while actions are being carried out (a synchronous result) waits its
+        turn, so actions run in the order the channel returned them."""
         if self._applying:
+            self._inbox.append(partial(event, *args, **kwargs))
             return
         self._applying = True
         try:
+            self._apply(event(*args, **kwargs))
             while self._inbox:
                 self._apply(self._inbox.popleft()())
         finally:
@@ -345,18 +347,21 @@ class SocketBridge:
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
-            self._do(action)
+            # The two actions of the byte paths first, here: a recv URC's bytes reach the
+            # client, and a client's bytes the send pump, in few calls.
+            if isinstance(action, DeliverToClient):
+                if self.client is not None:
+                    self.client.write(action.data)
+            elif isinstance(action, DataReady):
+                self._data_ready()
+            else:
+                self._do(action)
 
     def _error(self, text: str) -> None:
         self.stats.error(text, self.clock.seconds())
 
     def _do(self, action: Action) -> None:
-        if isinstance(action, DeliverToClient):
-            if self.client is not None:
-                self.client.write(action.data)
-        elif isinstance(action, DataReady):
-            self._data_ready()
-        elif isinstance(action, PauseClient):
+        if isinstance(action, PauseClient):
             if self.client is not None:
                 self.client.pause_reading()
         elif isinstance(action, ResumeClient):
@@ -540,7 +545,7 @@ class SendPump:
         if channel is None:
             return
         bridge = self.bridges[channel.connect_id]
-        chunk, epoch = bridge.take_chunk()
+        chunk, epoch = channel.next_chunk(), channel.epoch
         try:
             accepted, confirmed = qssl.send(bridge.connect_id, chunk, bridge.data_format)
         except Exception as e:  # the channel handed out a chunk it should not have

@@ -90,10 +90,13 @@ class Daemon:
         self.reactor = reactor
         self.config = config
         self.rng = rng or random.Random()
+        # One pump for the daemon's life; reload updates it. A socket with data to send
+        # pokes the pump itself: the byte path does not climb up to the daemon.
+        self.pump = SendPump([])
         self.bridges = [
-            SocketBridge(s, reactor, reactor, self._data_ready, self.rng) for s in config.sockets
+            SocketBridge(s, reactor, reactor, self.pump.kick, self.rng) for s in config.sockets
         ]
-        self.pump = SendPump(self.bridges)  # one for the daemon's life; reload updates it
+        self.pump.set_bridges(self.bridges)
         # Sockets a reload added or changed while the module was not ready: configured
         # before they may open at the next module ready.
         self._unconfigured: set[int] = set()
@@ -184,7 +187,7 @@ class Daemon:
             more="; serial/modem settings changed: reopening the port" if serial_changed else "",
         )
         fresh = [
-            SocketBridge(s, self.reactor, self.reactor, self._data_ready, self.rng) for s in added
+            SocketBridge(s, self.reactor, self.reactor, self.pump.kick, self.rng) for s in added
         ]
         if self.modem.state is not ModemState.READY:
             # An initialisation under way writes the settings it started with: the new and
@@ -294,9 +297,6 @@ class Daemon:
         for bridge in [*self.bridges, *self._retiring]:
             bridge.module_lost(reason)
         self._announce(f"module lost: {reason}")
-
-    def _data_ready(self) -> None:
-        self.pump.kick()
 
     def _announce(self, status: str) -> None:
         for listener in list(self.state_listeners):

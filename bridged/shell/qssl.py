@@ -170,7 +170,11 @@ class QsslClient:
         self.boot_listeners: list[Callable[[str], None]] = []
         self.set_profile(profile)
         self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
-        engine.event_listeners.append(self._on_event)
+        # This layer owns the QSSL events: each type comes here directly, a recv URC (the
+        # hot one) straight to its routing by connectID.
+        engine.event_routes[RecvUrc] = self._on_recv
+        for kind in (ClosedUrc, OpenResult, SendResult, CloseResult, ProtocolError, BootSign):
+            engine.event_routes[kind] = self._on_event
 
     def set_profile(self, profile: ModuleProfile) -> None:
         """Speak to this module model: its ids in commands, its limits; the decoder too."""
@@ -421,18 +425,20 @@ class QsslClient:
             while waiters:
                 waiters.pop(0).errback(reason)
 
+    def _on_recv(self, event: Event) -> None:
+        assert isinstance(event, RecvUrc)
+        listener = self.listeners.get(event.connect_id)
+        if listener is None:
+            log.warn(
+                "recv of {n} bytes on unmanaged socket {id} dropped",
+                n=len(event.data),
+                id=event.connect_id,
+            )
+        else:
+            listener.on_recv(event.data)
+
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, RecvUrc):
-            listener = self.listeners.get(event.connect_id)
-            if listener is None:
-                log.warn(
-                    "recv of {n} bytes on unmanaged socket {id} dropped",
-                    n=len(event.data),
-                    id=event.connect_id,
-                )
-            else:
-                listener.on_recv(event.data)
-        elif isinstance(event, ClosedUrc):
+        if isinstance(event, ClosedUrc):
             # The listener hears of the close before a pending send fails because of it,
             # so it never answers that failure with an AT+QSSLCLOSE the note forbids.
             listener = self.listeners.get(event.connect_id)
