@@ -46,6 +46,7 @@ from bridged.core.at_session import (
     command_name,
     info_prefix,
 )
+from bridged.shell.write_now import write_now
 
 log = Logger(namespace="bridged.at")
 
@@ -215,7 +216,7 @@ class ATEngine(Protocol):
             elif isinstance(action, Write):
                 if self.transport is not None:
                     self.bytes_out += len(action.data)
-                    self.transport.write(action.data)
+                    write_now(self.transport, action.data)
             elif isinstance(action, SetTimer):
                 self._arm(action.at)
             elif isinstance(action, Completed):

@@ -328,9 +328,7 @@ class SocketBridge:
 
     # ------------------------------------------------------------------ actions
 
-    def _feed(
-        self, event: Callable[_P, list[Action]], *args: _P.args, **kwargs: _P.kwargs
-    ) -> None:
+    def _feed(self, event: Callable[_P, list[Action]], *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Give the channel one input (``event(*args)``) and carry out its actions. An
         input caused while actions are being carried out (a synchronous result) waits its
         turn, so actions run in the order the channel returned them."""

@@ -16,10 +16,8 @@ is reported by ``client_eof`` and keeps receiving. A client we close that does n
 what is still pending is aborted after ``CLOSE_ABORT_AFTER`` seconds, so closed clients
 cannot linger.
 
-Delivery: a write to a client whose transport has nothing buffered goes straight to the
-socket (one ``send``); only what the kernel does not take waits in Twisted's buffer. A
-buffered write costs a loop turn and two ``epoll_ctl`` calls (start, stop writing), which
-was a large part of the CPU a downloaded megabyte cost (docs/performance.md).
+Delivery: module data goes straight to the client's socket when nothing waits in the
+transport's buffer (:func:`~bridged.shell.write_now.write_now`), not on the next loop turn.
 """
 
 from __future__ import annotations
@@ -36,10 +34,11 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.tcp import Connection as TCPConnection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from bridged.shell.write_now import write_now
 
 log = Logger(namespace="bridged.listener")
 
@@ -83,8 +82,6 @@ class ClientConnection(Protocol):
         self._written_while_stalled = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        # The transport, when it is a TCP connection whose socket may be written directly.
-        self._tcp: TCPConnection | None = None
 
     @property
     def peer(self) -> str:
@@ -100,8 +97,6 @@ class ClientConnection(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        if isinstance(self.transport, TCPConnection):
-            self._tcp = self.transport
         self.accepted = self.sink.client_connected(self)
         if not self.accepted:
             self.closing = True
@@ -132,7 +127,6 @@ class ClientConnection(Protocol):
         """Our write side is shut: happens only as part of closing."""
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._tcp = None
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -148,18 +142,7 @@ class ClientConnection(Protocol):
         if self.closing or self.transport is None:
             return
         self.bytes_out += len(data)
-        tcp = self._tcp
-        if tcp is not None and not tcp._tempDataLen and tcp.offset == len(tcp.dataBuffer):
-            # Nothing of ours waits: hand the bytes to the kernel now. What it does not
-            # take is buffered behind them, so the order holds.
-            try:
-                sent = tcp.socket.send(data)
-            except OSError:  # full (EAGAIN) or broken: Twisted's write finds out which
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self.transport.write(data)
+        write_now(self.transport, data)
         if self._client_stalled:
             self._written_while_stalled += len(data)
             if self._written_while_stalled > self.stall_limit:

@@ -50,7 +50,7 @@ class Recorder:
             self._depth += 1
             code = frame.f_code
             path = Path(code.co_filename)
-            if path.is_relative_to(PACKAGE) or code.co_name == "write" and "testing" in str(path):
+            if path.is_relative_to(PACKAGE) or (code.co_name == "write" and "testing" in str(path)):
                 where = (
                     path.relative_to(PACKAGE.parent)
                     if path.is_relative_to(PACKAGE)
