@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,19 +23,23 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from bridged.config import Endpoint, load_config, parse_config
 from bridged.core.channel import ChannelState
 from bridged.emulator import Emulator, ResultCode
+from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
 from bridged.ops.metrics import (
     AT_DURATION_BUCKETS,
     ATStats,
     attach_at_stats,
+    health_report,
     install_metrics,
     make_registry,
 )
+from bridged.ops.status import install_status
 from bridged.shell.at_engine import ATEngine
 from bridged.shell.daemon import Daemon
 from bridged.shell.link_health import (
@@ -43,6 +48,9 @@ from bridged.shell.link_health import (
     Registration,
     ServingCell,
     SignalQuality,
+    parse_cereg,
+    parse_csq,
+    parse_qeng,
     start_link_health,
 )
 from bridged.shell.modem import ModemState
@@ -300,6 +308,101 @@ def test_link_gauges_are_absent_when_unknown_never_zero() -> None:
         band="8",
         tac="2F4A",
     )
+
+
+# --------------------------------------------------------------------------- pinned output
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@dataclass
+class PinnedState:
+    """Daemon objects in one fixed state, every value distinct, and what reads them."""
+
+    daemon: Daemon
+    stats: ATStats
+    health: LinkHealth
+    clock: Clock
+
+
+def pinned_state() -> PinnedState:
+    """Every family with samples, every label set, no two values equal by chance."""
+    daemon = daemon_from(TWO_SOCKETS)
+    modem = daemon.modem
+    modem.state = ModemState.READY
+    modem.serial_reopens = 3
+    modem.restarts.update({"reboot": 2, "reset": 1, "firmware_update": 7})
+    daemon.listening = True
+    daemon.pump.chunks_sent = 41
+    engine = ATEngine(Clock(), guard_time=0.0)
+    engine.makeConnection(StringTransport())
+    modem.engine = engine
+    stats = ATStats()
+    stats.attach(engine)
+    engine.dataReceived(b'\r\n+QSSLURC: "closed",4,0\r\n\r\nRDY\r\n+WEIRD: 1\r\n')
+    engine.dataReceived(b'\r\n+QSSLURC: "recv",4,0,2,"zzzz"\r\n')  # not hex
+    engine.dataReceived(b'\r\n+QSSLURC: "closed",1,0\r\n')
+    engine.command("AT+CGMR")  # never answered: one command in flight
+    engine.bytes_out += 1234
+    stats.observe_command("AT+QSSLSEND", "ok", 0.61)
+    stats.observe_command("AT+QSSLSEND", "ok", 0.004)
+    stats.observe_command("AT+QSSLSEND", "error", 2.5)
+    stats.observe_command("AT+CSQ", "timeout", 5.0)
+    stats.observe_command("AT+QSSLOPEN", "ok", 75.0)
+    for n, bridge in enumerate(daemon.bridges, start=1):
+        s = bridge.stats
+        s.tx_bytes, s.rx_bytes, s.rx_dropped_bytes = 1000 * n, 2000 * n + 1, 30 * n
+        s.tx_lost_bytes, s.remote_closes, s.send_failures = 7 * n, 2 * n, 5 * n
+        s.opens.update({"ok": 3 * n, "cert_error": n, "surprise": 11})
+        s.client_connections.update({"accepted": 5 * n, "refused": 13 * n})
+        s.streams_broken.update({"idle_timeout": n, "send_stall": 17, "new_reason": 19})
+        s.state_since, s.client_since = 100.0 * n, 150.0 * n
+        s.error(f"socket {bridge.connect_id}: open failed: timeout (-7)", 90.0 * n)
+    open_bridge = daemon.bridges[1]
+    channel = open_bridge.channel
+    channel._state = ChannelState.OPEN
+    channel._queue = bytearray(b"q" * 23)
+    channel._recv_buffer = bytearray(b"r" * 29)
+    open_bridge.client = SimpleNamespace(peer="127.0.0.1:50122")  # type: ignore[assignment]
+    daemon.bridges[0].channel._state = ChannelState.CLOSING
+    health = LinkHealth(reactor, modem, interval=60)
+    health.snapshot = LinkSnapshot(
+        signal=parse_csq([SIGNAL_QUALITY_LINE]),
+        registration=parse_cereg(["+CEREG: 0,5"]),
+        cell=parse_qeng([ENGINEERING_LINE]),
+    )
+    health.updated_at = 470.0
+    clock = Clock()
+    clock.advance(400)
+    return PinnedState(daemon, stats, health, clock)
+
+
+def pinned_metrics(state: PinnedState) -> str:
+    return generate_latest(make_registry(state.daemon, state.stats, state.health)).decode()
+
+
+def pinned_health(state: PinnedState) -> str:
+    return json.dumps(health_report(state.daemon), indent=2) + "\n"
+
+
+def pinned_status(state: PinnedState) -> str:
+    current = install_status(state.daemon, state.clock, state.health)
+    state.clock.advance(100)
+    return json.dumps(current().to_json(), indent=2) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("render", "golden"),
+    [
+        (pinned_metrics, "metrics.prom"),
+        (pinned_health, "healthz.json"),
+        (pinned_status, "status.json"),
+    ],
+)
+def test_output_in_a_fixed_state_is_pinned(render: Any, golden: str) -> None:
+    """The exact /metrics text (names, types, help, labels, values, order), /healthz body
+    and status reply: dashboards, alerts and scripts read them, so any change shows here."""
+    assert render(pinned_state()) == (GOLDEN / golden).read_text()
 
 
 # --------------------------------------------------------------------------- HTTP
