@@ -29,30 +29,28 @@ from twisted.python.failure import Failure
 
 from bridged.config import Endpoint, load_config, parse_config
 from bridged.core.channel import ChannelState
-from bridged.emulator import Emulator, ResultCode
-from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
-from bridged.ops.metrics import (
-    AT_DURATION_BUCKETS,
-    ATStats,
-    attach_at_stats,
-    health_report,
-    install_metrics,
-    make_registry,
-)
-from bridged.ops.status import install_status
-from bridged.shell.at_engine import ATEngine
-from bridged.shell.daemon import Daemon
-from bridged.shell.link_health import (
-    LinkHealth,
-    LinkSnapshot,
+from bridged.core.link_readings import (
+    LinkReadings,
     Registration,
     ServingCell,
     SignalQuality,
     parse_cereg,
     parse_csq,
     parse_qeng,
-    start_link_health,
 )
+from bridged.emulator import Emulator, ResultCode
+from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
+from bridged.ops.metrics import (
+    AT_DURATION_BUCKETS,
+    ATStats,
+    install_metrics,
+    make_registry,
+)
+from bridged.ops.status import install_status
+from bridged.ops.web import health_report
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.daemon import Daemon, Readout
+from bridged.shell.link_health import LinkHealth, start_link_health
 from bridged.shell.modem import ModemState
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
@@ -138,8 +136,16 @@ sockets:
 """
 
 
+def readout(daemon: Daemon, stats: ATStats | None = None, health: Any = None) -> Readout:
+    """What the composition root gives metrics, /healthz and status to read."""
+    source = Readout(daemon)
+    source.at_stats = stats or ATStats()
+    source.link_health = health
+    return source
+
+
 def collect(daemon: Daemon, stats: ATStats | None = None, health: Any = None) -> Scrape:
-    registry = make_registry(daemon, stats or ATStats(), health)
+    registry = make_registry(readout(daemon, stats, health))
     return Scrape(generate_latest(registry).decode())
 
 
@@ -220,7 +226,7 @@ def test_socket_stats_and_state_are_read_at_scrape_time() -> None:
 def test_at_totals_survive_a_new_engine() -> None:
     """A serial reopen builds a new ATEngine; counters must carry on, not restart."""
     daemon = daemon_from(TWO_SOCKETS)
-    stats = attach_at_stats(daemon)
+    stats = Readout(daemon).count_at_traffic()
     assert stats.engine_created in daemon.modem.engine_listeners
 
     def new_engine() -> ATEngine:
@@ -275,7 +281,7 @@ def test_link_gauges_are_absent_when_unknown_never_zero() -> None:
     s = collect(daemon, health=health)
     link = {n for n in s.names() if n.startswith(("bridged_signal", "bridged_network"))}
     assert link == set()
-    health.snapshot = LinkSnapshot(
+    health.readings = LinkReadings(
         signal=SignalQuality(rssi=None, rssi_dbm=None),  # +CSQ: 99,99
         registration=Registration(mode=0, status=2),
         cell=ServingCell(
@@ -366,7 +372,7 @@ def pinned_state() -> PinnedState:
     open_bridge.client = SimpleNamespace(peer="127.0.0.1:50122")  # type: ignore[assignment]
     daemon.bridges[0].channel._state = ChannelState.CLOSING
     health = LinkHealth(reactor, modem, interval=60)
-    health.snapshot = LinkSnapshot(
+    health.readings = LinkReadings(
         signal=parse_csq([SIGNAL_QUALITY_LINE]),
         registration=parse_cereg(["+CEREG: 0,5"]),
         cell=parse_qeng([ENGINEERING_LINE]),
@@ -377,16 +383,20 @@ def pinned_state() -> PinnedState:
     return PinnedState(daemon, stats, health, clock)
 
 
+def pinned_readout(state: PinnedState) -> Readout:
+    return readout(state.daemon, state.stats, state.health)
+
+
 def pinned_metrics(state: PinnedState) -> str:
-    return generate_latest(make_registry(state.daemon, state.stats, state.health)).decode()
+    return generate_latest(make_registry(pinned_readout(state))).decode()
 
 
 def pinned_health(state: PinnedState) -> str:
-    return json.dumps(health_report(state.daemon), indent=2) + "\n"
+    return json.dumps(health_report(pinned_readout(state)()), indent=2) + "\n"
 
 
 def pinned_status(state: PinnedState) -> str:
-    current = install_status(state.daemon, state.clock, state.health)
+    current = install_status(pinned_readout(state), state.clock)
     state.clock.advance(100)
     return json.dumps(current().to_json(), indent=2) + "\n"
 
@@ -411,7 +421,9 @@ def test_output_in_a_fixed_state_is_pinned(render: Any, golden: str) -> None:
 @pytest.fixture
 def served() -> Iterator[tuple[Daemon, int]]:
     daemon = daemon_from(TWO_SOCKETS)
-    port = install_metrics(daemon, reactor, Endpoint("127.0.0.1", 0))
+    source = Readout(daemon)
+    source.count_at_traffic()
+    port = install_metrics(source, reactor, Endpoint("127.0.0.1", 0))
     yield daemon, port.getHost().port  # type: ignore[attr-defined]
     port.stopListening()
 
@@ -552,8 +564,13 @@ metrics: {{listen: "127.0.0.1:{free_port()}"}}
     config = load_config(config_path)
     assert config.metrics is not None
     daemon = Daemon(reactor, config)
-    health = start_link_health(daemon, reactor)
-    port = install_metrics(daemon, reactor, config.metrics.listen, link_health=health)
+    health = start_link_health(
+        daemon.modem, reactor, config.modem.health_interval, config.modem.command_timeout
+    )
+    source = Readout(daemon)
+    source.link_health = health
+    source.count_at_traffic()
+    port = install_metrics(source, reactor, config.metrics.listen)
     bench = Bench(daemon, emulator, port, health)
     try:
         await emulator.when_ready()
