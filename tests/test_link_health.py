@@ -3,7 +3,9 @@ and the polling glue (bridged.shell.link_health)."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
+from bridged.core import link_readings
 from bridged.core.at_codec import FinalResult
 from bridged.core.link_readings import (
     LinkReadings,
@@ -30,6 +33,18 @@ from bridged.shell.link_health import LinkHealth
 from bridged.shell.modem import ModemState
 
 # --------------------------------------------------------------------------- parsing
+
+
+def test_the_parsers_import_nothing_that_does_io() -> None:
+    """bridged.core.link_readings is pure: standard-library data types and nothing else."""
+    source = Path(link_readings.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert imported <= {"__future__", "collections.abc", "dataclasses"}, imported
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from bridged.emulator import Emulator, ResultCode
 from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
 from bridged.ops.metrics import (
     AT_DURATION_BUCKETS,
+    FAMILIES,
     ATStats,
     install_metrics,
     make_registry,
@@ -413,6 +414,19 @@ def test_output_in_a_fixed_state_is_pinned(render: Any, golden: str) -> None:
     """The exact /metrics text (names, types, help, labels, values, order), /healthz body
     and status reply: dashboards, alerts and scripts read them, so any change shows here."""
     assert render(pinned_state()) == (GOLDEN / golden).read_text()
+
+
+def test_the_family_table_is_consistent() -> None:
+    """Each row: a unique name, and every sample it reads carries one value per label (a
+    short tuple would be silently cut by prometheus_client)."""
+    names = [family.name for family in FAMILIES]
+    assert len(names) == len(set(names)) == 38
+    snapshot = pinned_readout(pinned_state())()
+    for family in FAMILIES:
+        samples = family.samples(snapshot)
+        assert samples is not None, family.name  # the pinned state shows every family
+        for labels, _ in samples:
+            assert len(labels) == len(family.labels), family.name
 
 
 # --------------------------------------------------------------------------- HTTP
