@@ -85,7 +85,7 @@ class Family:
     samples: Samples  # None: the family is absent from this scrape
 
 
-def value(read: Callable[[DaemonSnapshot], float | None]) -> Samples:
+def scalar(read: Callable[[DaemonSnapshot], float | None]) -> Samples:
     """One unlabelled sample; absent when ``read`` says None."""
 
     def samples(snapshot: DaemonSnapshot) -> list[Sample] | None:
@@ -100,7 +100,7 @@ def _keys(known: Sequence[str], counts: Mapping[str, int]) -> list[str]:
     return sorted(set(known) | set(counts))
 
 
-def by(known: Sequence[str], read: Callable[[DaemonSnapshot], Mapping[str, int]]) -> Samples:
+def by_key(known: Sequence[str], read: Callable[[DaemonSnapshot], Mapping[str, int]]) -> Samples:
     """A counter per key: the known keys always, and whatever else was counted."""
 
     def samples(snapshot: DaemonSnapshot) -> Iterator[Sample]:
@@ -173,7 +173,7 @@ def _socket_info(snapshot: DaemonSnapshot) -> Iterator[Sample]:
 
 def _link(read: Callable[[LinkReadings], float | None]) -> Samples:
     """A link-health gauge: absent (never zero) when polling is off or it is unknown."""
-    return value(lambda s: None if s.link is None else read(s.link.readings))
+    return scalar(lambda s: None if s.link is None else read(s.link.readings))
 
 
 def _serving_cell(snapshot: DaemonSnapshot) -> list[Sample] | None:
@@ -196,24 +196,24 @@ FAMILIES: tuple[Family, ...] = (
     Family("bridged_build_info", "gauge", "bridged version; always 1.", ("version",),
            lambda s: [((__version__,), 1)]),
     Family("bridged_serial_up", "gauge", "1 while the serial port to the module is open.", (),
-           value(lambda s: int(s.modem.serial_up))),
+           scalar(lambda s: int(s.modem.serial_up))),
     Family("bridged_serial_reopens", "counter", "Times the serial port was lost and reopened.",
-           (), value(lambda s: s.modem.serial_reopens)),
+           (), scalar(lambda s: s.modem.serial_reopens)),
     Family("bridged_module_ready", "gauge",
            "1 while the module is initialised and every socket configured.", (),
-           value(lambda s: int(s.modem.module_ready))),
+           scalar(lambda s: int(s.modem.module_ready))),
     Family("bridged_ready", "gauge",
            "1 while bridged is ready for clients (module ready and listening); as /healthz.",
-           (), value(lambda s: int(s.ready))),
+           (), scalar(lambda s: int(s.ready))),
     Family("bridged_module_restarts", "counter",
            "Module re-initialisations by reason (reboot seen, reset sent, serial reopened).",
-           ("reason",), by(RESTART_REASONS, lambda s: s.modem.restarts)),
+           ("reason",), by_key(RESTART_REASONS, lambda s: s.modem.restarts)),
     # -- AT engine
     Family("bridged_at_engine_healthy", "gauge",
            "1 while the AT engine is connected and in sync (0 from a timeout until resync).",
-           (), value(_engine_healthy)),
+           (), scalar(_engine_healthy)),
     Family("bridged_at_pending_commands", "gauge", "AT commands queued or in flight.", (),
-           value(_engine_pending)),
+           scalar(_engine_pending)),
     Family("bridged_at_commands", "counter", "AT commands by result (ok, error, timeout).",
            ("command", "result"), _command_results),
     Family("bridged_at_command_duration_seconds", "histogram",
@@ -223,16 +223,16 @@ FAMILIES: tuple[Family, ...] = (
            _timeouts),
     Family("bridged_urcs", "counter",
            "Unsolicited lines from the module by type (unsolicited: a line nobody asked for).",
-           ("type",), by(URC_TYPE_NAMES, lambda s: _at(s).urcs)),
+           ("type",), by_key(URC_TYPE_NAMES, lambda s: _at(s).urcs)),
     Family("bridged_protocol_errors", "counter",
            "Serial input that broke the AT dialect, by kind.", ("kind",),
-           by(PROTOCOL_ERROR_KINDS, lambda s: _at(s).protocol_errors)),
+           by_key(PROTOCOL_ERROR_KINDS, lambda s: _at(s).protocol_errors)),
     Family("bridged_serial_bytes", "counter",
            "Bytes on the serial line (in: read from the module, out: written to it).",
            ("direction",), _serial_bytes),
     Family("bridged_send_chunks", "counter",
            "AT+QSSLSEND commands issued (payload bytes / chunks = coalescing).", (),
-           value(lambda s: s.send_chunks)),
+           scalar(lambda s: s.send_chunks)),
     # -- sockets
     Family("bridged_socket_info", "gauge", "Configured socket; always 1.",
            ("connect_id", "mode", "listen", "remote"), _socket_info),
@@ -361,6 +361,7 @@ def install_metrics(
     return port
 
 
+# ATStats and its buckets are re-exported: they are what a metrics user attaches.
 __all__ = [
     "AT_DURATION_BUCKETS",
     "FAMILIES",
