@@ -18,6 +18,7 @@ from bridged.core import link_readings
 from bridged.core.at_codec import FinalResult
 from bridged.core.link_readings import (
     LinkReadings,
+    ModuleInfo,
     Registration,
     ServingCell,
     SignalQuality,
@@ -29,7 +30,7 @@ from bridged.core.link_readings import (
 )
 from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
 from bridged.shell.at_engine import ATEngine, CommandError, CommandTimeout, Priority, Response
-from bridged.shell.link_health import LinkHealth
+from bridged.shell.link_health import IDENTIFY_TIMEOUT, LinkHealth, ModuleIdentity
 from bridged.shell.modem import ModemState
 
 # --------------------------------------------------------------------------- parsing
@@ -358,3 +359,20 @@ def test_health_polls_never_go_ahead_of_queued_sends() -> None:
         registration=Registration(mode=0, status=5),
         cell=None,
     )
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_module_identity_asks_ati_at_each_ready_and_keeps_the_answer() -> None:
+    engine = FakeEngine()
+    modem = FakeModem(engine=engine)
+    identity = ModuleIdentity(modem)  # type: ignore[arg-type]
+    assert identity.info == ModuleInfo() and engine.sent == []
+    modem.ready()
+    assert engine.sent == [("ATI", Priority.LOW, IDENTIFY_TIMEOUT)]
+    engine.answer("Quectel_Ltd", "Quectel_BC26", "Revision: BC26NBR01A10")
+    assert identity.info == ModuleInfo("Quectel_Ltd", "Quectel_BC26", "BC26NBR01A10")
+    modem.ready()  # after a restart: asked again; an unanswered ATI keeps what was known
+    engine.time_out()
+    assert identity.info.firmware == "BC26NBR01A10"
