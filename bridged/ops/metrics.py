@@ -34,10 +34,10 @@ from bridged import __version__
 from bridged.config import Endpoint
 from bridged.core.channel import ChannelState
 from bridged.core.link_readings import LinkReadings
+from bridged.core.qssl_commands import ERROR_NAMES
 from bridged.ops.at_stats import AT_DURATION_BUCKETS, URC_TYPE_NAMES, ATStats
 from bridged.ops.snapshot import ATTotals, DaemonSnapshot, Histogram, SocketSnapshot
 from bridged.ops.web import make_site
-from bridged.shell.qssl import ERROR_NAMES
 
 log = Logger(namespace="bridged.metrics")
 

@@ -25,6 +25,7 @@ from bridged.config import Config, ConfigError, SocketConfig, load_config, modul
 from bridged.core.at_codec import DataFormat
 from bridged.core.channel import ChannelState
 from bridged.core.link_readings import ModuleInfo
+from bridged.core.qssl_commands import CertKind, SslSocketSettings
 from bridged.ops.at_stats import ATStats
 from bridged.ops.sdnotify import install_systemd_notify
 from bridged.ops.snapshot import DaemonSnapshot
@@ -32,7 +33,7 @@ from bridged.shell.at_engine import ATEngine, ATError
 from bridged.shell.bridge import SendPump, SocketBridge
 from bridged.shell.link_health import LinkHealth, ModuleIdentity, start_link_health
 from bridged.shell.modem import Modem, ModemOptions, ModemState, SocketSetup
-from bridged.shell.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.shell.qssl import QsslClient
 from bridged.shell.serial_tap import SerialTraceOptions
 from bridged.shell.snapshots import engine_snapshot, link_snapshot, modem_snapshot, socket_snapshot
 
