@@ -5,7 +5,8 @@ the gateway rows' CPU quota (5 % of one core, :mod:`tests.bench.cgroups`): its C
 its resident set after the imports, and its wall time under the quota. The cases: an
 empty interpreter, the peer's imports (pyserial, threading), Twisted's reactor alone (the
 floor of any Twisted daemon), and what ``bridged run`` imports before it opens the
-serial port. The floor says which part of bridged's start-up no Twisted daemon can avoid.
+serial port (with the metrics endpoint's). The floor says which part of bridged's start-up
+no Twisted daemon can avoid; the second table, what each import after it adds.
 """
 
 from __future__ import annotations
@@ -27,13 +28,38 @@ REPORT = (
     "rss = next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]\n"
     "print(r.ru_utime + r.ru_stime, int(rss) / 1024)\n"
 )
+#: What ``bridged run`` imports, in order, the libraries it pulls in named on their own so
+#: each one's share shows (``a+b``: imported together).
+STEPS = (
+    "twisted.internet.reactor",
+    "yaml",
+    "cryptography.x509",
+    "jsonschema",
+    "bridged.config",
+    "bridged.shell.daemon",
+    "bridged.ops.logs",
+    "bridged.ops.metrics",
+    "bridged.shell.link_health+bridged.ops.passthrough+bridged.ops.status",
+)
+STEP_BY_STEP = """
+import importlib, resource, sys
+def usage():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    rss = next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]
+    return r.ru_utime + r.ru_stime, int(rss) / 1024
+for step in sys.argv[1:]:
+    cpu, rss = usage()
+    for name in step.split('+'):
+        importlib.import_module(name)
+    cpu2, rss2 = usage()
+    print(step, cpu2 - cpu, rss2 - rss)
+"""
 CASES: dict[str, str] = {
     "python -c pass": "",
     "the peer's imports (serial, threading)": "import serial, threading",
     "import twisted.internet.reactor": "import twisted.internet.reactor",
-    "what `bridged run` imports before opening the port": (
-        "import twisted.internet.reactor, bridged.shell.daemon, bridged.ops.logs"
-    ),
+    "what `bridged run` imports before opening the port": "import "
+    + ", ".join(m for step in STEPS for m in step.split("+")),
 }
 
 
@@ -78,6 +104,27 @@ def main(argv: list[str] | None = None) -> int:
             quota.remove()
     if reason is not None:
         print(f"(no quota: {reason})")
+    print()
+    print("What each import adds, in the order `bridged run` imports them (medians):")
+    print()
+    print("| import | + CPU s | + RSS MB |")
+    print("|---|---|---|")
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", STEP_BY_STEP, *STEPS],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout.split("\n")
+        for _ in range(args.runs)
+    ]
+    for i, step in enumerate(STEPS):
+        values = [run[i].split() for run in runs]
+        cpu = statistics.median(float(v[1]) for v in values)
+        rss = statistics.median(float(v[2]) for v in values)
+        print(f"| {step.replace('+', ', ')} | {cpu:.3f} | {rss:.1f} |")
     return 0
 
 
