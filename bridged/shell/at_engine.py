@@ -251,9 +251,16 @@ class ATEngine(Protocol):
                 log.failure("event listener failed on {event!r}", event=event)
 
     def _arm(self, at: float | None) -> None:
-        self._cancel_timer()
-        if at is not None:
-            delay = max(0.0, at - self.clock.seconds())
+        if at is None:
+            self._cancel_timer()
+            return
+        delay = max(0.0, at - self.clock.seconds())
+        timer = self._timer
+        if timer is not None and timer.active():
+            # The session moves its one deadline several times a command: move the
+            # pending call instead of cancelling it and scheduling a new one.
+            timer.reset(delay)
+        else:
             self._timer = self.clock.callLater(delay, self._fired)
 
     def _fired(self) -> None:
