@@ -35,10 +35,40 @@ ESC = b"\x1b"
 
 
 class DataFormat(Enum):
-    """How payload bytes travel on the serial line (QSSLCFG "dataformat")."""
+    """How payload bytes travel on the serial line, in one direction.
+
+    The one mapping of the three ways a format is named: the member's value is the
+    module's digit in ``AT+QSSLCFG=<ctx>,<id>,"dataformat",<send>,<recv>`` (0 text, 1 hex),
+    :attr:`word` is the configuration's name (``text`` / ``hex``).
+    """
 
     TEXT = 0
     HEX = 1
+
+    @property
+    def word(self) -> str:
+        """The configuration's name: ``hex`` or ``text``."""
+        return self.name.lower()
+
+    @classmethod
+    def from_word(cls, word: str) -> DataFormat:
+        """``hex`` / ``text`` (case-insensitive); ValueError for anything else."""
+        for member in cls:
+            if member.word == word.lower():
+                return member
+        raise ValueError(f"{word!r} is not a data format (hex or text)")
+
+    @property
+    def digit(self) -> int:
+        """The module's digit in ``"dataformat",<send>,<recv>``."""
+        return self.value
+
+    @classmethod
+    def from_digit(cls, digit: int | str | bytes) -> DataFormat:
+        """The format a ``"dataformat"`` digit selects: 1 hex, else text (the module
+        takes only 0 and 1 and refuses the rest; a refused write leaves text, the
+        module's default)."""
+        return cls.HEX if int(digit) == cls.HEX.value else cls.TEXT
 
     @property
     def max_send(self) -> int:
@@ -53,6 +83,29 @@ class DataFormat(Enum):
     @property
     def bytes_per_payload_byte(self) -> int:
         return 2 if self is DataFormat.HEX else 1
+
+
+@dataclass(frozen=True, slots=True)
+class DataFormatSetting:
+    """One socket's ``"dataformat"`` setting: the format of each direction, as
+    ``AT+QSSLCFG=<ctx>,<id>,"dataformat",<send>,<recv>`` writes it."""
+
+    send: DataFormat
+    recv: DataFormat
+
+    @classmethod
+    def both(cls, data_format: DataFormat) -> DataFormatSetting:
+        return cls(data_format, data_format)
+
+    @property
+    def digits(self) -> str:
+        """``<send>,<recv>`` as the command writes them, e.g. ``0,1``."""
+        return f"{self.send.digit},{self.recv.digit}"
+
+    def __str__(self) -> str:
+        if self.send is self.recv:
+            return self.send.word
+        return f"send {self.send.word}, recv {self.recv.word}"
 
 
 # --------------------------------------------------------------------------- events

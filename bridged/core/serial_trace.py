@@ -171,9 +171,9 @@ class TraceRecorder:
         elif _SEND_COMMAND.match(line):
             self._phase = _HostPhase.SEND_ASKED
         elif m := _DATAFORMAT_COMMAND.match(line):
-            connect_id, recv = int(m.group(1)), m.group(3) == b"1"
-            self._recv_hex[connect_id] = recv
-            self._decoder.set_recv_format(connect_id, DataFormat.HEX if recv else DataFormat.TEXT)
+            connect_id, recv = int(m.group(1)), DataFormat.from_digit(m.group(3))
+            self._recv_hex[connect_id] = recv is DataFormat.HEX
+            self._decoder.set_recv_format(connect_id, recv)
 
     def _elide_recv(self, data: bytes) -> Iterator[str]:
         """Module bytes with recv URC data replaced by ``[recv N]`` records."""

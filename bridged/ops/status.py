@@ -243,7 +243,7 @@ def socket_status(bridge: SocketBridge) -> SocketStatus:
         open_failures=sum(n for result, n in stats.opens.items() if result != "ok"),
         last_error=stats.last_error,
         last_error_at=stats.last_error_at,
-        idle_timeout=bridge.config.effective_idle_timeout,
+        idle_timeout=bridge.config.timeouts.idle,
         idle_closes=stats.streams_broken.get("idle_timeout", 0),
     )
 

@@ -22,7 +22,6 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
-from bridged.core.at_codec import DataFormat
 from bridged.core.channel import ChannelState
 from bridged.ops.sdnotify import install_systemd_notify
 from bridged.shell.at_engine import ATEngine, ATError
@@ -53,8 +52,8 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
         settings=SslSocketSettings(
             seclevel=ssl.seclevel,
             sslversion=ssl.sslversion,
-            dataformat=DataFormat.HEX if ssl.dataformat.send == "hex" else DataFormat.TEXT,
-            recv_format=DataFormat.HEX if ssl.dataformat.recv == "hex" else DataFormat.TEXT,
+            dataformat=ssl.dataformat.send,
+            recv_format=ssl.dataformat.recv,
             timeout=ssl.timeout,
             debug=ssl.debug,
         ),
@@ -63,18 +62,19 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
 
 
 def modem_options(config: Config) -> ModemOptions:
+    """The serial and modem sections and the module profile, as the modem takes them."""
+    profile = module_profile(config)
     return ModemOptions(
         device=config.serial.device,
         baudrate=config.serial.baudrate,
-        prompt_delay=config.modem.prompt_delay,
+        prompt_delay=config.modem.prompt_delay_for(profile),
         guard_time=config.modem.guard_time,
         command_timeout=config.modem.command_timeout,
         max_consecutive_timeouts=config.modem.max_consecutive_timeouts,
         allow_reset=config.modem.allow_reset,
-        reopen_initial=config.serial.reopen_backoff.initial,
-        reopen_max=config.serial.reopen_backoff.max,
+        reopen_backoff=config.serial.reopen_backoff,
         init_attempts=max(config.modem.init_retries, 1) * 3,
-        profile=module_profile(config),
+        profile=profile,
         trace=None
         if config.serial.trace is None
         else SerialTraceOptions(
