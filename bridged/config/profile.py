@@ -9,8 +9,7 @@ from bridged.core.module_profile import (
     MODEL_CHOICES,
     ModuleProfile,
     ModuleProfileError,
-    builtin_profile,
-    load_profile_file,
+    resolve_profile,
 )
 
 __all__ = ["check_model", "module_profile"]
@@ -21,11 +20,7 @@ def module_profile(config: Config) -> ModuleProfile | None:
 
     Raises ModuleProfileError for a bad profile file (load_config reports it as an issue).
     """
-    if config.modem.profile_file is not None:
-        return load_profile_file(config.modem.profile_file)
-    if config.modem.model == "auto":
-        return None
-    return builtin_profile(config.modem.model)
+    return resolve_profile(config.modem.model, config.modem.profile_file)
 
 
 def check_model(config: Config, doc: Document, check_host: bool) -> list[ConfigIssue]:
