@@ -38,7 +38,7 @@ from bridged.config.profile import module_profile
 from bridged.config.schema_check import load_schema
 from bridged.core.at_codec import DataFormat, DataFormatSetting
 from bridged.core.backoff import BackoffBounds
-from bridged.core.channel import QueueLimits, ReconnectPolicy, Timeouts
+from bridged.core.channel_types import QueueLimits, ReconnectPolicy, Timeouts
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",

@@ -26,7 +26,7 @@ from bridged.config.model import (
 )
 from bridged.core.at_codec import DataFormat, DataFormatSetting
 from bridged.core.backoff import BackoffBounds
-from bridged.core.channel import Mode, QueueLimits, ReconnectPolicy
+from bridged.core.channel_types import Mode, QueueLimits, ReconnectPolicy
 
 __all__ = ["build_config"]
 

@@ -2,9 +2,9 @@
 
 Where a setting is what a runtime part takes, the configuration holds that part's own
 type, built by validation (bridged.config.build): a socket's ``reconnect`` is the
-channel's :class:`~bridged.core.channel.ReconnectPolicy`, its ``queue`` the channel's
-:class:`~bridged.core.channel.QueueLimits`, its timeouts the channel's
-:class:`~bridged.core.channel.Timeouts`, ``serial.reopen_backoff`` a
+channel's :class:`~bridged.core.channel_types.ReconnectPolicy`, its ``queue`` the channel's
+:class:`~bridged.core.channel_types.QueueLimits`, its timeouts the channel's
+:class:`~bridged.core.channel_types.Timeouts`, ``serial.reopen_backoff`` a
 :class:`~bridged.core.backoff.BackoffBounds`, ``ssl.dataformat`` the codec's
 :class:`~bridged.core.at_codec.DataFormatSetting`. Nothing is copied field by field later.
 """
@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from bridged.core.at_codec import DataFormat, DataFormatSetting
 from bridged.core.backoff import BackoffBounds
-from bridged.core.channel import Mode, QueueLimits, ReconnectPolicy, Timeouts
+from bridged.core.channel_types import Mode, QueueLimits, ReconnectPolicy, Timeouts
 from bridged.core.module_profile import BC26, ModuleProfile
 
 __all__ = [
