@@ -823,6 +823,23 @@ def test_the_daemon_waits_the_profile_files_prompt_delay_unless_the_config_sets_
     assert daemon.modem.engine.timing.prompt_delay == expected
 
 
+def test_a_reload_applies_a_changed_profile_files_prompt_delay(conf_dir: Path) -> None:
+    """SIGHUP after bridged selftest rewrote the profile file (same path, same
+    configuration text): the new prompt_delay is the daemon's wait from then on."""
+    from twisted.internet import defer
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridged.shell.daemon import Daemon
+
+    (conf_dir / "module.yaml").write_text("base: bc26\nprompt_delay: 0.2\n")
+    path = write_config(conf_dir, HEAD + ONE_SOCKET + "modem:\n  profile_file: module.yaml\n")
+    daemon = Daemon(MemoryReactorClock(), load_config(path))
+    (conf_dir / "module.yaml").write_text("base: bc26\nprompt_delay: 0.3\n")
+    reloaded = defer.Deferred.fromCoroutine(daemon.reload(load_config(path)))
+    assert reloaded.called  # nothing to wait for: the module was never opened
+    assert daemon.modem.options.prompt_delay == 0.3  # taken at the serial reopen
+
+
 def test_prompt_delay_null_means_the_profiles(conf_dir: Path) -> None:
     config = load_config(write_config(conf_dir, HEAD + ONE_SOCKET + "modem:\n  prompt_delay:\n"))
     assert config.modem.prompt_delay is None

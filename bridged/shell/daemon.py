@@ -176,7 +176,12 @@ class Daemon:
         added = [s for cid, s in new_by_id.items() if cid not in unchanged]
         self.cert_digests = digests
         self.modem.reconfigure([socket_setup(s) for s in new.sockets])
-        serial_changed = (old.serial, old.modem) != (new.serial, new.modem)
+        # The options compare too: a profile file rewritten in place (same path) changes
+        # the module's limits or prompt_delay without changing the configuration.
+        options = modem_options(new)
+        serial_changed = (old.serial, old.modem) != (new.serial, new.modem) or (
+            options != self.modem.options
+        )
         log.info(
             "reloading: {kept} socket(s) unchanged, {gone} removed or changed, {new} new{more}",
             kept=len(unchanged),
@@ -207,7 +212,7 @@ class Daemon:
             for bridge in fresh:
                 bridge.listen()
         if serial_changed:
-            self.modem.options = modem_options(new)
+            self.modem.options = options
             self.modem.reopen("configuration reloaded")
             return
         qssl = self.modem.qssl
