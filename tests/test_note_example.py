@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.serialport import SerialPort
 
-from bridged.core.at_codec import DataFormat
+from bridged.core.at_codec import DataFormat, DataFormatSetting
 from bridged.core.qssl_commands import SslSocketSettings
 from bridged.emulator import FAST, Emulator
 from bridged.shell.at_engine import ATEngine
@@ -51,7 +51,11 @@ async def test_the_notes_mutual_auth_example_on_socket_5(tmp_path: Path) -> None
         await qssl.configure_socket(
             5,
             SslSocketSettings(
-                seclevel=2, sslversion=4, dataformat=DataFormat.TEXT, timeout=90, debug=0
+                seclevel=2,
+                sslversion=4,
+                dataformat=DataFormatSetting.both(DataFormat.TEXT),
+                timeout=90,
+                debug=0,
             ),
         )
         for kind, path in (

@@ -53,8 +53,7 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
         settings=SslSocketSettings(
             seclevel=ssl.seclevel,
             sslversion=ssl.sslversion,
-            dataformat=ssl.dataformat.send,
-            recv_format=ssl.dataformat.recv,
+            dataformat=ssl.dataformat,
             timeout=ssl.timeout,
             debug=ssl.debug,
         ),

@@ -155,7 +155,7 @@ class QsslClient:
         """Write every QSSLCFG setting of one socket (they are lost on reboot and wake)."""
         for line in configure_lines(self.context_id, connect_id, settings):
             await self._command(line, priority=Priority.HIGH)
-        self.engine.decoder.set_recv_format(connect_id, settings.recv)
+        self.engine.decoder.set_recv_format(connect_id, settings.dataformat.recv)
         self.open_timeouts[connect_id] = settings.timeout + NETWORK_MARGIN
 
     async def upload(self, connect_id: int, kind: CertKind, pem: bytes) -> None:
