@@ -900,6 +900,34 @@ def test_dataformat_per_direction_or_for_both(conf_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "command", "chunk_format"),
+    [
+        ("hex", '"dataformat",1,1', DataFormat.HEX),
+        ("text", '"dataformat",0,0', DataFormat.TEXT),
+        ("{send: text, recv: hex}", '"dataformat",0,1', DataFormat.TEXT),
+        ("{send: hex, recv: text}", '"dataformat",1,0', DataFormat.HEX),
+    ],
+)
+def test_the_configured_words_become_the_modules_digits(
+    conf_dir: Path, written: str, command: str, chunk_format: DataFormat
+) -> None:
+    """One mapping (core.at_codec.DataFormat): what the file says is what QSSLCFG writes,
+    and the send direction is how the socket's chunks are encoded."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridged.core.qssl_commands import configure_lines
+    from bridged.shell.bridge import SocketBridge
+    from bridged.shell.daemon import socket_setup
+
+    text = HEAD + ONE_SOCKET + f"    ssl: {{dataformat: {written}}}\n"
+    (sock,) = load_config(write_config(conf_dir, text)).sockets
+    lines = configure_lines(1, sock.connect_id, socket_setup(sock).settings)
+    assert f"AT+QSSLCFG=1,5,{command}" in lines
+    reactor = MemoryReactorClock()
+    assert SocketBridge(sock, reactor, reactor, lambda: None).data_format is chunk_format
+
+
+@pytest.mark.parametrize(
     "value", ["{send: text}", "{send: text, recv: bin}", "{send: text, recv: hex, x: 1}"]
 )
 def test_a_bad_per_direction_dataformat_is_refused(conf_dir: Path, value: str) -> None:
