@@ -22,8 +22,9 @@ from twisted.internet.threads import deferToThread
 
 from bridged.core.module_profile import BC26, ModuleProfile, load_profile_file
 from bridged.emulator import FAST, Emulator
-from bridged.tools.selftest import EchoServer, Selftest, SelftestOptions, run_on_device
-from bridged.tools.selftest_line import port_holders
+from bridged.tools.selftest.findings import EchoServer, Selftest, SelftestOptions
+from bridged.tools.selftest.line import port_holders
+from bridged.tools.selftest.run import run_on_device
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
 from tests.support.waiting import wait_until
