@@ -112,3 +112,34 @@ def test_send_payload_is_replaced_by_its_length_until_the_final_result() -> None
     lines += recorder.host_wrote(b"AT\r", 1.8)
     assert lines[2:4] == ["1.600000 H [payload 2]\n", "1.600000 H [payload 2]\n"]
     assert lines[-1] == "1.800000 H |AT\\r\n"
+
+
+#: A BC660K-GL (contextID 0, one socket, recv text): a recv URC whose data holds a line
+#: end and "OK" arrives while the host waits for '>'.
+_BC660K_RECV_WITH_OK = b'\r\n+QSSLURC: "recv",0,0,8,"a\r\nOK\r\nb"\r\n'
+
+
+def test_a_bc660k_recv_holding_ok_does_not_end_an_upload_or_send_early() -> None:
+    """The recorder reads the module's context from the host's commands: on a BC660K a
+    recv URC is data, not lines, so its "OK" cannot end the data phase and let a key or
+    an elided payload into the trace."""
+    recorder = TraceRecorder(keep_payload=False)
+    lines: list[str] = []
+    for who, data in (
+        ("H", b'AT+QSSLCFG=0,0,"dataformat",1,0\r'),
+        ("M", b"\r\nOK\r\n"),
+        ("H", b'AT+QSSLCFG=0,0,"clientkey"\r'),
+        ("M", _BC660K_RECV_WITH_OK),
+        ("M", b"\r\n> "),
+        ("H", PEM + b"\x1a"),
+        ("M", b'\r\n+QSSLCFG: 0,0,"clientkey",%d\r\n\r\nOK\r\n' % len(PEM)),
+        ("H", b"AT+QSSLSEND=0,0,5\r"),
+        ("M", _BC660K_RECV_WITH_OK),
+        ("M", b"\r\n> "),
+        ("H", b"68656C6C6F"),
+        ("M", b"\r\nOK\r\n\r\n+QSSLSEND: 0,0,0\r\n"),
+    ):
+        lines += (recorder.host_wrote if who == "H" else recorder.module_sent)(data, 1.0)
+    trace = "\n".join(lines)
+    assert "SECRETKEYMATERIAL" not in trace and f"[redacted {len(PEM) + 1}]" in trace
+    assert "68656C6C6F" not in trace and "[payload 10]" in trace

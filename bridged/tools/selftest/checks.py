@@ -4,24 +4,15 @@ malformed commands, certificate uploads and the provoked open failures."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from bridged.core.module_profile import (
-    BC20,
-    BC26,
-    detect_model,
-)
+from bridged.core.module_profile import BUILTIN_PROFILES, detect_model
 from bridged.tools.selftest.findings import Selftest
 from bridged.tools.selftest.script import (
-    CLOSED_SOCKET,
-    DATA_SOCKET,
-    DNS_SOCKET,
-    MALFORMED_COMMANDS,
-    NO_CLIENT_CERT_SOCKET,
-    RANGE_CHECKS,
     READ_ALL_SETTINGS,
-    SCRATCH_SOCKET,
     UNRESOLVABLE_HOST,
-    WRONG_CA_SOCKET,
+    malformed_commands,
+    range_checks,
 )
 from bridged.tools.selftest.socket_commands import (
     close_socket,
@@ -53,16 +44,18 @@ def check_firmware(t: Selftest) -> None:
     cgmr = t.line.command("AT+CGMR")
     text = " ".join(ati.lines)
     found = detect_model(text)  # module_profile's one reading of ATI
-    # The self-test's sockets and commands are the BC26/BC20's (six sockets, context 1).
-    detected = found.name if found in (BC26, BC20) else None
+    detected = found.name if found is not None else None
     wanted = t.options.model
     if wanted != "auto":
-        t.base = {"bc26": BC26, "bc20": BC20}[wanted]
-    elif detected is not None:
-        t.base = {"bc26": BC26, "bc20": BC20}[detected]
+        t.base = BUILTIN_PROFILES[wanted]
+    elif found is not None:
+        t.base = found
+    # From here on every command names the base's context and sockets.
+    t.line.set_module(t.base)
+    known = ", ".join(p.label for p in BUILTIN_PROFILES.values())
     t.add(
         "firmware",
-        "ATI names a Quectel BC26 or BC20",
+        f"ATI names a Quectel module bridged has a profile for ({known})",
         f"ATI: {' / '.join(ati.lines) or ati.outcome}; AT+CGMR: "
         f"{' / '.join(cgmr.lines) or cgmr.outcome}; profile base {t.base.name}",
         detected is not None,
@@ -71,7 +64,7 @@ def check_firmware(t: Selftest) -> None:
 
 
 def check_settings_read(t: Selftest) -> None:
-    r = t.line.command(f"AT+QSSLCFG=1,{SCRATCH_SOCKET}")
+    r = t.line.command(f"AT+QSSLCFG={t.line.socket_ids(t.sockets.scratch)}")
     names = []
     values: dict[str, str] = {}
     for text in r.lines:
@@ -82,7 +75,7 @@ def check_settings_read(t: Selftest) -> None:
     ok = r.ok and tuple(names) == READ_ALL_SETTINGS
     t.add(
         "qsslcfg.read",
-        f"AT+QSSLCFG=1,<id> lists {', '.join(READ_ALL_SETTINGS)}",
+        f"AT+QSSLCFG={t.base.context_id},<id> lists {', '.join(READ_ALL_SETTINGS)}",
         f"{r.outcome}: {', '.join(f'{n}={v}' for n, v in values.items()) or 'no lines'}",
         ok,
         values,
@@ -92,8 +85,10 @@ def check_settings_read(t: Selftest) -> None:
 def check_ranges(t: Selftest) -> None:
     results = {}
     wrong = []
-    for name, value, expected in RANGE_CHECKS:
-        accepted = t.line.command(f'AT+QSSLCFG=1,{SCRATCH_SOCKET},"{name}",{value}').ok
+    checks = range_checks(t.base)
+    scratch = t.line.socket_ids(t.sockets.scratch)
+    for name, value, expected in checks:
+        accepted = t.line.command(f'AT+QSSLCFG={scratch},"{name}",{value}').ok
         results[f"{name}={value}"] = accepted
         if accepted != expected:
             wrong.append(f"{name}={value} {'accepted' if accepted else 'refused'}")
@@ -103,17 +98,18 @@ def check_ranges(t: Selftest) -> None:
     t.learned["ssl_versions"] = tuple(versions)
     t.add(
         "qsslcfg.ranges",
-        "QSSLCFG takes seclevel 0-2, sslversion 0-4, dataformat 0/1,0/1, timeout 10-300",
-        "; ".join(wrong) or f"all {len(RANGE_CHECKS)} as the note says",
+        f"QSSLCFG takes seclevel 0-2, sslversion {_span(t.base.ssl_versions)}, "
+        "dataformat 0/1,0/1, timeout 10-300",
+        "; ".join(wrong) or f"all {len(checks)} as the note says",
         not wrong,
         {**results, "ssl_versions": versions},
     )
-    reset_socket_settings(t.line, SCRATCH_SOCKET)
+    reset_socket_settings(t.line, t.sockets.scratch)
 
 
 def check_malformed(t: Selftest) -> None:
     answers = {}
-    for command in MALFORMED_COMMANDS:
+    for command in malformed_commands(t.base):
         r = t.line.command(command, timeout=3.0)
         answers[command] = r.outcome
     bad = [c for c, a in answers.items() if a == "OK" or a == "no answer"]
@@ -140,7 +136,7 @@ def check_uploads(t: Selftest) -> None:
     counts = {}
     mismatched = []
     for kind, pem in contents.items():
-        counted = upload(t.line, DATA_SOCKET, kind, pem)
+        counted = upload(t.line, t.sockets.data, kind, pem)
         counts[kind] = {"sent": len(pem), "counted": counted}
         if counted != len(pem):
             mismatched.append(f"{kind}: sent {len(pem)}, module counted {counted}")
@@ -156,20 +152,20 @@ def check_uploads(t: Selftest) -> None:
 def check_opens(t: Selftest) -> None:
     """Provoke each open failure; the profile's code for it is what the module said."""
     echo = t.options.echo
-    line = t.line
-    configure(line, DNS_SOCKET, seclevel=0)
-    _open_case(t, "dns_failure", DNS_SOCKET, UNRESOLVABLE_HOST, 443)
+    line, sockets = t.line, t.sockets
+    configure(line, sockets.dns_failure, seclevel=0)
+    _open_case(t, "dns_failure", sockets.dns_failure, UNRESOLVABLE_HOST, 443)
     if echo is None:
         for situation in ("port_closed", "wrong_ca", "client_cert_missing"):
             t.skip(f"open.{situation}", _open_assumption(t, situation), "needs --echo")
         return
-    _open_case(t, "port_closed", CLOSED_SOCKET, echo.host, echo.closed_port)
-    configure(line, WRONG_CA_SOCKET, seclevel=1)
-    upload(line, WRONG_CA_SOCKET, "cacert", throwaway_ca_pem())
-    _open_case(t, "wrong_ca", WRONG_CA_SOCKET, echo.host, echo.port)
-    configure(line, NO_CLIENT_CERT_SOCKET, seclevel=1)
-    upload(line, NO_CLIENT_CERT_SOCKET, "cacert", t.upload_files["cacert"])
-    _open_case(t, "client_cert_missing", NO_CLIENT_CERT_SOCKET, echo.host, echo.port)
+    _open_case(t, "port_closed", sockets.port_closed, echo.host, echo.closed_port)
+    configure(line, sockets.wrong_ca, seclevel=1)
+    upload(line, sockets.wrong_ca, "cacert", throwaway_ca_pem())
+    _open_case(t, "wrong_ca", sockets.wrong_ca, echo.host, echo.port)
+    configure(line, sockets.client_cert_missing, seclevel=1)
+    upload(line, sockets.client_cert_missing, "cacert", t.upload_files["cacert"])
+    _open_case(t, "client_cert_missing", sockets.client_cert_missing, echo.host, echo.port)
 
 
 def _open_assumption(t: Selftest, situation: str) -> str:
@@ -198,3 +194,10 @@ def _open_case(t: Selftest, situation: str, connect_id: int, host: str, port: in
         None if code is None else code == assumed,
         code,
     )
+
+
+def _span(values: Sequence[int]) -> str:
+    """ "0-4" for a run of values, else "1, 3"."""
+    if len(values) > 1 and list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(map(str, values))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridged.core.module_profile import BUILTIN_PROFILES
 from bridged.tools.selftest.findings import EchoServer, SelftestOptions
 from bridged.tools.selftest.line import PortBusy, port_holders
 from bridged.tools.selftest.report import report_json, report_table
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", required=True, help="serial device of the module")
     p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--model", choices=["auto", "bc26", "bc20"], default="auto")
+    p.add_argument("--model", choices=["auto", *BUILTIN_PROFILES], default="auto")
     p.add_argument("--echo", type=_parse_echo, metavar="HOST:PORT", help="a TLS echo server")
     p.add_argument("--cacert", type=Path, help="CA that signed the echo server")
     p.add_argument("--clientcert", type=Path, help="client certificate the echo server trusts")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bridged.core.at_codec import SendResult
 from bridged.tools.selftest.findings import Selftest
-from bridged.tools.selftest.script import DATA_ASSUMPTIONS, DATA_SOCKET
+from bridged.tools.selftest.script import DATA_ASSUMPTIONS
 from bridged.tools.selftest.socket_commands import (
     close_socket,
     collect_echo,
@@ -14,6 +14,7 @@ from bridged.tools.selftest.socket_commands import (
     recv_quoting,
     send,
     send_result,
+    upload,
 )
 
 
@@ -24,10 +25,14 @@ def check_data(t: Selftest) -> None:
         for key in keys:
             t.skip(key, DATA_ASSUMPTIONS[key], "needs --echo")
         return
-    line = t.line
-    configure(line, DATA_SOCKET, seclevel=2, dataformat="1,1")
-    line.set_recv_format(DATA_SOCKET, True)
-    code = open_socket(line, DATA_SOCKET, echo.host, echo.port)
+    line, data = t.line, t.sockets.data
+    if data in (t.sockets.wrong_ca, t.sockets.client_cert_missing):
+        # One socket for everything: the open checks replaced its CA.
+        for kind, pem in t.upload_files.items():
+            upload(line, data, kind, pem)
+    configure(line, data, seclevel=2, dataformat="1,1")
+    line.set_recv_format(data, True)
+    code = open_socket(line, data, echo.host, echo.port)
     t.add(
         "open.success",
         "seclevel 2 with the given CA, certificate and key opens (+QSSLOPEN ...,0)",
@@ -44,12 +49,12 @@ def check_data(t: Selftest) -> None:
     check_pipelining(t)
     check_prompt_wait(t)
     # Text format: reopen with dataformat 0,0 (a change may apply only at open).
-    close_socket(line, DATA_SOCKET)
-    configure(line, DATA_SOCKET, seclevel=2, dataformat="0,0")
-    line.set_recv_format(DATA_SOCKET, False)
-    if open_socket(line, DATA_SOCKET, echo.host, echo.port) == 0:
+    close_socket(line, data)
+    configure(line, data, seclevel=2, dataformat="0,0")
+    line.set_recv_format(data, False)
+    if open_socket(line, data, echo.host, echo.port) == 0:
         check_round_trip(t, hex_format=False)
-        close_socket(line, DATA_SOCKET)
+        close_socket(line, data)
     else:
         t.skip("recv.text", DATA_ASSUMPTIONS["recv.text"], "reopen in text format failed")
     quoted = recv_quoting(bytes(line.received))
@@ -59,8 +64,8 @@ def check_data(t: Selftest) -> None:
 
 def check_send_limit(t: Selftest) -> None:
     limit = t.base.max_send_hex
-    line = t.line
-    r = line.data_command(f"AT+QSSLSEND=1,{DATA_SOCKET},{limit + 1}", b"", 0.0, timeout=3.0)
+    line, data = t.line, t.sockets.data
+    r = line.data_command(f"AT+QSSLSEND={line.socket_ids(data)},{limit + 1}", b"", 0.0, timeout=3.0)
     over_refused = not r.prompted and r.final is not None and not r.final.ok
     if r.prompted:  # it asked for the data: give it, and see what happens
         line.finish_data(r, 2 * (limit + 1))
@@ -75,13 +80,13 @@ def check_send_limit(t: Selftest) -> None:
 
 
 def check_round_trip(t: Selftest, hex_format: bool) -> None:
-    line = t.line
+    line, data = t.line, t.sockets.data
     fmt = "hex" if hex_format else "text"
     size = t.base.max_send(hex_format)
     # Every byte value, quotes and line ends included: text sends are binary safe.
     payload = bytes((i * 7 + 13) % 256 for i in range(size))
-    sent = send(line, DATA_SOCKET, payload, hex_format, prompt_wait=0.5)
-    back, lengths = collect_echo(line, DATA_SOCKET, len(payload), timeout=15.0)
+    sent = send(line, data, payload, hex_format, prompt_wait=0.5)
+    back, lengths = collect_echo(line, data, len(payload), timeout=15.0)
     largest = max(lengths, default=0)
     t.recv_lengths[fmt] = largest
     limit = t.base.max_recv(hex_format)
@@ -99,23 +104,23 @@ def check_round_trip(t: Selftest, hex_format: bool) -> None:
 
 
 def check_pipelining(t: Selftest) -> None:
-    line = t.line
+    line, data = t.line, t.sockets.data
     first, second = b"pipelined-1:" + bytes(20), b"pipelined-2:" + bytes(20)
     r1 = line.data_command(
-        f"AT+QSSLSEND=1,{DATA_SOCKET},{len(first)}", first.hex().upper().encode(), 0.5
+        f"AT+QSSLSEND={line.socket_ids(data)},{len(first)}", first.hex().upper().encode(), 0.5
     )
     if not r1.ok:
         t.add("pipelining", DATA_ASSUMPTIONS["pipelining"], f"first send: {r1.outcome}", None, None)
         line.resync()
         return
     line.pump(0.01)
-    already = any(isinstance(u, SendResult) and u.connect_id == DATA_SOCKET for u in line.urcs)
+    already = any(isinstance(u, SendResult) and u.connect_id == data for u in line.urcs)
     r2 = line.data_command(
-        f"AT+QSSLSEND=1,{DATA_SOCKET},{len(second)}", second.hex().upper().encode(), 0.5
+        f"AT+QSSLSEND={line.socket_ids(data)},{len(second)}", second.hex().upper().encode(), 0.5
     )
-    results = [send_result(line, 10.0) for _ in range(2 if r2.ok else 1)]
+    results = [send_result(line, 10.0, data) for _ in range(2 if r2.ok else 1)]
     expected = first + (second if r2.ok else b"")
-    back, _ = collect_echo(line, DATA_SOCKET, len(expected), timeout=10.0)
+    back, _ = collect_echo(line, data, len(expected), timeout=10.0)
     if already:
         verdict: str = "inconclusive"
         observed = "the first send's result came before the second command: cannot tell"
@@ -144,7 +149,7 @@ def check_pipelining(t: Selftest) -> None:
 
 
 def check_prompt_wait(t: Selftest) -> None:
-    line = t.line
+    line, data = t.line, t.sockets.data
     shortest: float | None = None
     lossy_at: float | None = None
     runs = []
@@ -153,18 +158,18 @@ def check_prompt_wait(t: Selftest) -> None:
         expected = bytearray()
         for n in range(t.options.sends_per_step):
             payload = f"wait {int(wait * 1000)} ms send {n}:".encode() + bytes([step, n]) * 8
-            command = f"AT+QSSLSEND=1,{DATA_SOCKET},{len(payload)}"
+            command = f"AT+QSSLSEND={line.socket_ids(data)},{len(payload)}"
             r = line.data_command(command, payload.hex().upper().encode(), wait, timeout=1.0)
             if r.final is None and r.prompted:
                 line.finish_data(r, 2 * len(payload))
                 lost = True
                 break
-            if not r.ok or send_result(line, 10.0) != 0:
+            if not r.ok or send_result(line, 10.0, data) != 0:
                 lost = True
                 line.resync()
                 break
             expected += payload
-        back, _ = collect_echo(line, DATA_SOCKET, len(expected), timeout=1.0 if lost else 5.0)
+        back, _ = collect_echo(line, data, len(expected), timeout=1.0 if lost else 5.0)
         lost = lost or back != bytes(expected)
         runs.append({"wait_ms": round(wait * 1000), "lost": lost})
         if lost:

@@ -14,7 +14,7 @@ from bridged.core.module_profile import (
     ModuleProfile,
 )
 from bridged.tools.selftest.line import Line
-from bridged.tools.selftest.script import PROMPT_STEPS
+from bridged.tools.selftest.script import PROMPT_STEPS, SocketRoles, socket_roles
 
 
 class Verdict(Enum):
@@ -82,6 +82,10 @@ class Selftest:
 
     def skip(self, key: str, assumption: str, why: str) -> None:
         self.findings.append(Finding(key, assumption, why, Verdict.NOT_TESTED, None))
+
+    @property
+    def sockets(self) -> SocketRoles:
+        return socket_roles(self.base)
 
     def profile(self) -> ModuleProfile:
         values = dict(self.learned)

@@ -32,6 +32,7 @@ from bridged.core.at_codec import (
     ProtocolError,
     Urc,
 )
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.core.serial_trace import TraceRecorder
 
 
@@ -91,13 +92,14 @@ class Line:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        module: ModuleProfile = BC26,
     ) -> None:
         self._port = port
         self._write_trace = write_trace
         self._clock = clock
         self._wall = wall
         self.recorder = TraceRecorder(keep_payload=True)
-        self.decoder = ATDecoder()
+        self.decoder = ATDecoder(profile=module)
         self.urcs: deque[Urc] = deque()
         self.errors: list[ProtocolError] = []
         #: Every byte the module sent, for questions the codec does not answer.
@@ -136,6 +138,18 @@ class Line:
                 return None
             self._read_some()
         return self._events.popleft()
+
+    @property
+    def module(self) -> ModuleProfile:
+        """The module this line speaks to: its ids and limits are the decoder's."""
+        return self.decoder.profile
+
+    def set_module(self, module: ModuleProfile) -> None:
+        self.decoder.set_profile(module)
+
+    def socket_ids(self, connect_id: int) -> str:
+        """``<contextID>,<connectID>``: how the module's commands name a socket."""
+        return f"{self.module.context_id},{connect_id}"
 
     def set_recv_format(self, connect_id: int, hex_format: bool) -> None:
         self.decoder.set_recv_format(connect_id, DataFormat.HEX if hex_format else DataFormat.TEXT)

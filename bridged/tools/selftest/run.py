@@ -23,12 +23,6 @@ from bridged.tools.selftest.checks import (
 from bridged.tools.selftest.data_checks import check_data
 from bridged.tools.selftest.findings import Selftest, SelftestOptions
 from bridged.tools.selftest.line import Line, PortBusy
-from bridged.tools.selftest.script import (
-    DATA_SOCKET,
-    DNS_SOCKET,
-    NO_CLIENT_CERT_SOCKET,
-    WRONG_CA_SOCKET,
-)
 from bridged.tools.selftest.socket_commands import close_socket, reset_socket_settings
 
 SCRIPT: tuple[Callable[[Selftest], None], ...] = (
@@ -54,7 +48,7 @@ def run_selftest(line: Line, options: SelftestOptions) -> Selftest:
     for check in SCRIPT:
         line.note(f"check {check.__name__}")
         check(t)
-    for connect_id in sorted({DNS_SOCKET, WRONG_CA_SOCKET, NO_CLIENT_CERT_SOCKET, DATA_SOCKET}):
+    for connect_id in t.sockets.all():
         close_socket(line, connect_id)
         reset_socket_settings(line, connect_id)
     line.note("selftest ends")

@@ -3,6 +3,11 @@ malformed commands, which socket each check uses, and what each data check assum
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
+from bridged.core.module_profile import SSLVERSION_VALUES, ModuleProfile
+
 CTRL_Z = b"\x1a"
 #: An RFC 6761 name that never resolves.
 UNRESOLVABLE_HOST = "bridged-selftest.invalid"
@@ -21,17 +26,14 @@ PROMPT_STEPS: tuple[float, ...] = (
     0.01,
     0.0,
 )
-#: (setting, value as written, accepted?) on a scratch socket; the note's ranges.
-RANGE_CHECKS: tuple[tuple[str, str, bool], ...] = (
+#: (setting, value as written, accepted?) on a scratch socket; the note's ranges. The
+#: ``sslversion`` rows are the module's: :func:`range_checks`.
+_RANGE_CHECKS_BEFORE_SSLVERSION: tuple[tuple[str, str, bool], ...] = (
     ("seclevel", "0", True),
     ("seclevel", "2", True),
     ("seclevel", "3", False),
-    ("sslversion", "0", True),
-    ("sslversion", "1", True),
-    ("sslversion", "2", True),
-    ("sslversion", "3", True),
-    ("sslversion", "4", True),
-    ("sslversion", "5", False),
+)
+_RANGE_CHECKS_AFTER_SSLVERSION: tuple[tuple[str, str, bool], ...] = (
     ("dataformat", "0,0", True),
     ("dataformat", "1,1", True),
     ("dataformat", "2,0", False),
@@ -40,14 +42,6 @@ RANGE_CHECKS: tuple[tuple[str, str, bool], ...] = (
     ("timeout", "9", False),
     ("timeout", "301", False),
     ("debug", "0", True),
-)
-#: Commands the firmware must refuse at once with ERROR / +CME ERROR.
-MALFORMED_COMMANDS: tuple[str, ...] = (
-    'AT+QSSLOPEN=1,9,"example.com",443,0',
-    "AT+QSSLSEND=1,0,0",
-    'AT+QSSLCFG=1,0,"nosuchsetting",1',
-    "AT+QSSLCLOSE=1",
-    "AT+QSSLBOGUS",
 )
 READ_ALL_SETTINGS = (
     "seclevel",
@@ -59,9 +53,64 @@ READ_ALL_SETTINGS = (
     "clientcert",
     "clientkey",
 )
-SCRATCH_SOCKET = 5
-#: Sockets of the open tests: failures on 1..3, the working connection on 0.
-DNS_SOCKET, CLOSED_SOCKET, WRONG_CA_SOCKET, NO_CLIENT_CERT_SOCKET, DATA_SOCKET = 1, 1, 2, 3, 0
+
+
+def range_checks(module: ModuleProfile) -> tuple[tuple[str, str, bool], ...]:
+    """The QSSLCFG range checks for ``module``: ``sslversion`` 0..5 accepted where its
+    profile lists the value (a BC660K-GL has no SSL 3.0)."""
+    sslversions = tuple(
+        ("sslversion", str(v), v in module.ssl_versions) for v in (*SSLVERSION_VALUES, 5)
+    )
+    return (*_RANGE_CHECKS_BEFORE_SSLVERSION, *sslversions, *_RANGE_CHECKS_AFTER_SSLVERSION)
+
+
+def malformed_commands(module: ModuleProfile) -> tuple[str, ...]:
+    """Commands the firmware must refuse at once with ERROR / +CME ERROR: in ``module``'s
+    context, so that only what is malformed is wrong."""
+    context, first = module.context_id, module.connect_ids[0]
+    return (
+        f'AT+QSSLOPEN={context},9,"example.com",443,0',  # 9: no module's connectID
+        f"AT+QSSLSEND={context},{first},0",
+        f'AT+QSSLCFG={context},{first},"nosuchsetting",1',
+        f"AT+QSSLCLOSE={context}",
+        "AT+QSSLBOGUS",
+    )
+
+
+@dataclass(frozen=True)
+class SocketRoles:
+    """Which connectID each check uses. The working connection is on the first; the
+    provoked open failures and the range checks go on others where the module has them,
+    so that they leave its settings alone (a one-socket module does everything on it)."""
+
+    data: int
+    dns_failure: int
+    port_closed: int
+    wrong_ca: int
+    client_cert_missing: int
+    scratch: int
+
+    def all(self) -> tuple[int, ...]:
+        return tuple(sorted({*dataclasses.astuple(self)}))
+
+
+def socket_roles(module: ModuleProfile) -> SocketRoles:
+    ids = module.connect_ids
+
+    def nth(n: int) -> int:
+        return ids[min(n, len(ids) - 1)]
+
+    # A BC26: the connection on 0, failures on 1 (twice), 2 and 3, range checks on 5.
+    return SocketRoles(
+        data=nth(0),
+        dns_failure=nth(1),
+        port_closed=nth(1),
+        wrong_ca=nth(2),
+        client_cert_missing=nth(3),
+        scratch=ids[-1],
+    )
+
+
 OPEN_TIMEOUT_SETTING = 20  # the sockets' "timeout" during the self-test (s)
 
 DATA_ASSUMPTIONS = {

@@ -9,12 +9,14 @@ from collections import deque
 
 from bridged.core.at_codec import ClosedUrc, OpenResult, RecvUrc, SendResult, Urc
 from bridged.tools.selftest.line import Line
-from bridged.tools.selftest.script import CTRL_Z, DATA_SOCKET, OPEN_TIMEOUT_SETTING
+from bridged.tools.selftest.script import CTRL_Z, OPEN_TIMEOUT_SETTING
 
 
 def upload(line: Line, connect_id: int, kind: str, pem: bytes) -> int | None:
     """Upload ``pem`` as ``kind``; the byte count the module answered (None: none)."""
-    r = line.data_command(f'AT+QSSLCFG=1,{connect_id},"{kind}"', pem + CTRL_Z, 0.5, timeout=10.0)
+    r = line.data_command(
+        f'AT+QSSLCFG={line.socket_ids(connect_id)},"{kind}"', pem + CTRL_Z, 0.5, timeout=10.0
+    )
     for text in r.lines:
         m = re.match(rf'\+QSSLCFG: ?\d+,{connect_id},"{kind}",(\d+)', text)
         if m:
@@ -24,12 +26,14 @@ def upload(line: Line, connect_id: int, kind: str, pem: bytes) -> int | None:
 
 def send(line: Line, connect_id: int, payload: bytes, hex_format: bool, prompt_wait: float) -> bool:
     data = payload.hex().upper().encode() if hex_format else payload
-    r = line.data_command(f"AT+QSSLSEND=1,{connect_id},{len(payload)}", data, prompt_wait)
+    r = line.data_command(
+        f"AT+QSSLSEND={line.socket_ids(connect_id)},{len(payload)}", data, prompt_wait
+    )
     return r.ok and send_result(line, 15.0, connect_id) == 0
 
 
 def open_socket(line: Line, connect_id: int, host: str, port: int) -> int | None:
-    r = line.command(f'AT+QSSLOPEN=1,{connect_id},"{host}",{port},0')
+    r = line.command(f'AT+QSSLOPEN={line.socket_ids(connect_id)},"{host}",{port},0')
     if not r.ok:
         return None
     urc = line.wait_urc(
@@ -47,7 +51,7 @@ def open_socket(line: Line, connect_id: int, host: str, port: int) -> int | None
 
 
 def close_socket(line: Line, connect_id: int) -> None:
-    line.command(f"AT+QSSLCLOSE=1,{connect_id}")
+    line.command(f"AT+QSSLCLOSE={line.socket_ids(connect_id)}")
     line.pump(0.2)
     line.urcs.clear()
 
@@ -71,7 +75,7 @@ def collect_echo(line: Line, connect_id: int, want: int, timeout: float) -> tupl
     return bytes(data), lengths
 
 
-def send_result(line: Line, timeout: float, connect_id: int = DATA_SOCKET) -> int | None:
+def send_result(line: Line, timeout: float, connect_id: int) -> int | None:
     urc = line.wait_urc(lambda u: isinstance(u, SendResult) and u.connect_id == connect_id, timeout)
     return urc.err if isinstance(urc, SendResult) else None
 
@@ -83,13 +87,13 @@ def configure(line: Line, connect_id: int, seclevel: int, dataformat: str = "1,1
         ("dataformat", dataformat),
         ("timeout", str(OPEN_TIMEOUT_SETTING)),
     ):
-        line.command(f'AT+QSSLCFG=1,{connect_id},"{name}",{value}')
+        line.command(f'AT+QSSLCFG={line.socket_ids(connect_id)},"{name}",{value}')
 
 
 def reset_socket_settings(line: Line, connect_id: int) -> None:
     for name, value in (("seclevel", "0"), ("sslversion", "4"), ("dataformat", "0,0")):
-        line.command(f'AT+QSSLCFG=1,{connect_id},"{name}",{value}')
-    line.command(f'AT+QSSLCFG=1,{connect_id},"timeout",90')
+        line.command(f'AT+QSSLCFG={line.socket_ids(connect_id)},"{name}",{value}')
+    line.command(f'AT+QSSLCFG={line.socket_ids(connect_id)},"timeout",90')
 
 
 _RECV_QUOTING = re.compile(rb'\+QSSLURC: ?"recv",\d+,\d+,\d+,(")?')
