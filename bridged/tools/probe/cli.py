@@ -8,14 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bridged.config import (
-    Config,
-    ConfigError,
-    Endpoint,
-    SocketConfig,
-    load_config,
-    module_profile,
-)
+from bridged.config import Config, ConfigError, Endpoint, SocketConfig, load_config, module_profile
 from bridged.core.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile, ModuleProfileError
 from bridged.tools.probe.diagnosis import SocketUnderTest, same_endpoint
 from bridged.tools.probe.render import render_text, to_json

@@ -9,10 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from bridged.core.module_profile import (
-    BC26,
-    ModuleProfile,
-)
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.tools.selftest.line import Line
 from bridged.tools.selftest.script import PROMPT_STEPS, SocketRoles, socket_roles
 

@@ -181,31 +181,16 @@ class Line:
         self._events.clear()
         start = self._clock()
         self.write(line.encode("ascii") + b"\r")
-        deadline = start + timeout
-        response = Response()
-        while True:
-            event = self._next_event(deadline)
-            if event is None:
-                response.seconds = self._clock() - start
-                return response
-            if isinstance(event, Echo):
-                response.echoed = True
-            elif isinstance(event, InfoLine):
-                response.lines.append(event.text)
-            elif isinstance(event, FinalResult):
-                response.final = event
-                response.seconds = self._clock() - start
-                return response
-            elif isinstance(event, Prompt):
-                break
-        response.prompted = True
+        asked = self._collect(start, start + timeout, until_prompt=True)
+        if not asked.prompted:  # refused, or no answer
+            return asked
         if prompt_wait > 0:
             time.sleep(prompt_wait)
         self.write(data)
         rest = self._collect(self._clock(), self._clock() + timeout)
-        rest.echoed, rest.prompted = response.echoed, True
-        rest.lines[:0] = response.lines
-        rest.seconds += self._clock() - start - rest.seconds
+        rest.echoed, rest.prompted = asked.echoed, True
+        rest.lines[:0] = asked.lines
+        rest.seconds = self._clock() - start
         return rest
 
     def finish_data(self, response: Response, filler_length: int, timeout: float = 5.0) -> Response:
@@ -243,7 +228,9 @@ class Line:
         while self._clock() < end:
             self._read_some()
 
-    def _collect(self, start: float, deadline: float) -> Response:
+    def _collect(self, start: float, deadline: float, until_prompt: bool = False) -> Response:
+        """The answer up to its final result (or ``>``, with ``until_prompt``), or what
+        came by ``deadline``."""
         response = Response()
         while True:
             event = self._next_event(deadline)
@@ -255,6 +242,8 @@ class Line:
                 response.lines.append(event.text)
             elif isinstance(event, Prompt):
                 response.prompted = True
+                if until_prompt:
+                    break
             elif isinstance(event, FinalResult):
                 response.final = event
                 break
