@@ -1,5 +1,5 @@
-"""One self-test run: what each check found (a :class:`Finding` with its verdict) and what
-the module profile learns from it."""
+"""One self-test run: its options (the echo server, the model), what each check found (a
+:class:`Finding` with its verdict), and what the module profile learns from it."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def run_selftest(line: Line, options: SelftestOptions) -> Selftest:
     for check in SCRIPT:
         line.note(f"check {check.__name__}")
         check(t)
-    for connect_id in t.sockets.all():
+    for connect_id in t.sockets.opened():
         close_socket(line, connect_id)
         reset_socket_settings(line, connect_id)
     line.note("selftest ends")

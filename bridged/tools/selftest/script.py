@@ -3,7 +3,6 @@ malformed commands, which socket each check uses, and what each data check assum
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from bridged.core.module_profile import SSLVERSION_VALUES, ModuleProfile
@@ -90,8 +89,10 @@ class SocketRoles:
     client_cert_missing: int
     scratch: int
 
-    def all(self) -> tuple[int, ...]:
-        return tuple(sorted({*dataclasses.astuple(self)}))
+    def opened(self) -> tuple[int, ...]:
+        """The sockets the checks open (the scratch socket is only configured)."""
+        roles = (self.data, self.dns_failure, self.port_closed, self.wrong_ca)
+        return tuple(sorted({*roles, self.client_cert_missing}))
 
 
 def socket_roles(module: ModuleProfile) -> SocketRoles:
