@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridged.core.at_codec import ATDecoder, DataFormat, RecvUrc
-from bridged.core.serial_trace import HOST, MODULE, TraceRecorder, escape, parse_trace, unescape
+from bridged.core.module_profile import BC20, BC26, BC660K, BC950K, ModuleProfile
+from bridged.core.serial_trace import (
+    HOST,
+    MODULE,
+    TraceRecorder,
+    escape,
+    module_of_command,
+    parse_trace,
+    unescape,
+)
 
 PEM = b"-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\r\n-----END PRIVATE KEY-----\n"
 
@@ -143,3 +153,21 @@ def test_a_bc660k_recv_holding_ok_does_not_end_an_upload_or_send_early() -> None
     trace = "\n".join(lines)
     assert "SECRETKEYMATERIAL" not in trace and f"[redacted {len(PEM) + 1}]" in trace
     assert "68656C6C6F" not in trace and "[payload 10]" in trace
+
+
+@pytest.mark.parametrize(
+    ("line", "current", "expected"),
+    [
+        (b'AT+QSSLCFG=0,0,"dataformat",0,1', BC26, BC660K),  # a BC660K-GL's context
+        (b"AT+QSSLSEND=1,3,10", BC660K, BC26),
+        (b"AT+QSSLSEND=1,3,10", BC20, BC20),  # the same context: kept
+        (b'AT+QSSLOPEN=0,0,"h",1,0', BC950K, BC950K),
+        (b"AT+QSSLSEND=7,0,1", BC26, BC26),  # no module has context 7
+        (b"ATI", BC660K, BC660K),
+        (b"AT+CSQ", BC26, BC26),
+    ],
+)
+def test_module_of_command_reads_the_context_a_qssl_command_names(
+    line: bytes, current: ModuleProfile, expected: ModuleProfile
+) -> None:
+    assert module_of_command(line, current) is expected
