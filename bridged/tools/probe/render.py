@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridged.shell.qssl import ERROR_DESCRIPTIONS, ERROR_NAMES
+from bridged.core.qssl_commands import ERROR_DESCRIPTIONS, ERROR_NAMES
 from bridged.tools.probe.diagnosis import OK, Verdict
 from bridged.tools.probe.handshake import Handshake
 from bridged.tools.probe.report import Report
