@@ -201,7 +201,11 @@ async def test_selftest_refuses_a_port_in_use_naming_the_holder(tmp_path: Path) 
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize(("module", "model_args"), [(BC26, []), (BC950K, ["--model", "bc950k"])])
+@pytest.mark.parametrize(
+    ("module", "model_args"),
+    [(BC26, []), (BC950K, ["--model", "bc950k"])],
+    ids=["bc26-auto", "bc950k-model"],
+)
 @pytest_twisted.ensureDeferred
 async def test_selftest_command_without_echo_reports_json(
     module: ModuleProfile, model_args: list[str], tmp_path: Path
