@@ -20,7 +20,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from bridged.core.module_profile import BC26, ModuleProfile, load_profile_file
+from bridged.config.module_profile_file import load_profile_file
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.emulator import FAST, Emulator
 from bridged.tools.selftest import EchoServer, Selftest, SelftestOptions, run_on_device
 from bridged.tools.selftest_line import port_holders

@@ -35,12 +35,12 @@ from typing import Any, Final, Literal, NamedTuple, cast
 import jsonschema
 import yaml
 
+from bridged.config.module_profile_file import load_profile_file
 from bridged.core.module_profile import (
     MODEL_CHOICES,
     ModuleProfile,
     ModuleProfileError,
     builtin_profile,
-    load_profile_file,
 )
 
 __all__ = [

@@ -81,6 +81,7 @@ class ATEngine(Protocol):
                 data_mode_quiet=data_mode_quiet,
             ),
             max_line=max_line,
+            log=log,
         )
         self.decoder = self.session.decoder
         self._deferreds: dict[Command, defer.Deferred[Response]] = {}

@@ -33,6 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bridged.config.module_profile_file import profile_yaml
 from bridged.core.at_codec import ClosedUrc, OpenResult, RecvUrc, SendResult, Urc
 from bridged.core.module_profile import (
     BC20,
@@ -40,7 +41,6 @@ from bridged.core.module_profile import (
     OPEN_SITUATIONS,
     ModuleProfile,
     detect_model,
-    profile_yaml,
 )
 from bridged.tools.selftest_line import Line, PortBusy, port_holders
 
