@@ -137,10 +137,6 @@ class BootSign:
     text: str
 
 
-#: The default module's (BC26) sockets; a decoder's damage touches its profile's.
-ALL_SOCKETS: tuple[int, ...] = BC26.connect_ids
-
-
 @dataclass(frozen=True, slots=True)
 class ProtocolError:
     """Bytes that break the dialect. Reported, counted, never fatal.

@@ -72,7 +72,6 @@ from bridged.core.at_session_types import (
     CommandTimeout,
     Completed,
     DataPhase,
-    EngineStopped,
     Failed,
     Notify,
     Observed,
@@ -105,7 +104,6 @@ __all__ = [
     "CommandTimeout",
     "Completed",
     "DataPhase",
-    "EngineStopped",
     "Failed",
     "Kind",
     "Notify",
@@ -373,7 +371,6 @@ class ATSession(SessionCore):
     def _start_resync(
         self, now: float, *, silent: bool, why: str, silent_from: float | None = None
     ) -> None:
-        self.resyncs += 1
         self._resync_tries = 0
         self._resync_was_silent = silent
         if silent and self.timing.data_mode_quiet > 0:

@@ -54,7 +54,6 @@ class SessionCore:
         self._resync_tries = 0
         self._resync_was_silent = False
         self._quiet_bound = 0.0
-        self.resyncs = 0
         self.discarded_finals = 0
         self.unresponsive = False  # every probe of the last round unanswered
         self._silent_until = 0.0  # the module may be in data mode until then
