@@ -275,6 +275,12 @@ def oversized(root: Path = PACKAGE_DIR) -> dict[str, int]:
 # --------------------------------------------------------------------------- the checks
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: bridged.ops.metrics, ops.status, shell.daemon and shell.link_health "
+    "import each other (TYPE_CHECKING and function imports); the composition root with a "
+    "narrow snapshot interface (another helper) removes the circle: drop this marker then",
+)
 def test_the_import_graph_has_no_circle() -> None:
     package = scan()
     circles = import_circles(package)
