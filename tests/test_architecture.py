@@ -2,7 +2,7 @@
 
 - the ``bridged`` package's import graph has no circle (every import counts: at module
   level, under ``TYPE_CHECKING`` and inside functions, since dodging a circle with either
-  leaves the circle in the design);
+  leaves the circle in the design), and operations never import the composition root;
 - ``bridged.core`` imports, transitively, only pure standard-library modules and
   ``bridged.core`` itself: no reactor, socket, serial port, file, clock, TLS or YAML;
 - no module is over 500 lines.
@@ -275,16 +275,23 @@ def oversized(root: Path = PACKAGE_DIR) -> dict[str, int]:
 # --------------------------------------------------------------------------- the checks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: bridged.ops.metrics, ops.status, shell.daemon and shell.link_health "
-    "import each other (TYPE_CHECKING and function imports); the composition root with a "
-    "narrow snapshot interface (another helper) removes the circle: drop this marker then",
-)
 def test_the_import_graph_has_no_circle() -> None:
     package = scan()
     circles = import_circles(package)
     assert not circles, "import circles:\n" + "\n".join(map(str, circles))
+
+
+def test_operations_never_import_the_composition_root() -> None:
+    """Metrics, /healthz, status and systemd notify read a snapshot, not the daemon."""
+    package = scan()
+    assert "bridged.shell.daemon" in package.modules
+    wrong = [
+        str(imp)
+        for imp in package.imports
+        if imp.importer.startswith("bridged.ops.")
+        and imp.target in ("bridged.shell.daemon", "bridged.shell.link_health")
+    ]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_core_imports_nothing_that_does_io() -> None:
@@ -295,9 +302,9 @@ def test_the_core_imports_nothing_that_does_io() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 13: other helpers are splitting bridged/tools/probe.py (1,286 lines), "
-    "bridged/config/__init__.py (1,141), bridged/tools/selftest.py (812), "
-    "bridged/ops/metrics.py (651) and bridged/shell/bridge.py (564); remove this marker "
-    "when the last of them lands (strict: the test then passes and the marker fails it)",
+    "bridged/config/__init__.py (1,141), bridged/tools/selftest.py (812) and "
+    "bridged/shell/bridge.py (564); remove this marker when the last of them lands "
+    "(strict: the test then passes and the marker fails it)",
 )
 def test_no_module_is_over_500_lines() -> None:
     too_big = oversized()
