@@ -5,11 +5,11 @@ from __future__ import annotations
 from bridged.config.document import Document
 from bridged.config.errors import ConfigIssue, KeyPath
 from bridged.config.model import Config
+from bridged.config.module_profile_file import resolve_profile
 from bridged.core.module_profile import (
     MODEL_CHOICES,
     ModuleProfile,
     ModuleProfileError,
-    resolve_profile,
 )
 
 __all__ = ["check_model", "module_profile"]

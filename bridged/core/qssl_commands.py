@@ -35,7 +35,6 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 CertKind = Literal["cacert", "clientcert", "clientkey"]
-CERT_KINDS: tuple[CertKind, ...] = ("cacert", "clientcert", "clientkey")
 
 # How long past the module's own "timeout" setting we wait for an async result: the note
 # says "plus network delay" without a number.
