@@ -203,8 +203,12 @@ class ATSession(SessionCore):
     def feed(self, data: bytes, now: float) -> list[Action]:
         waiting = self.current if self.phase in WAIT_PHASES else None
         phase = self.phase
-        for event in self.decoder.feed(data):
-            self._event(event, now)
+        self._feeding, self._wrote_during_read = True, False
+        try:
+            for event in self.decoder.feed(data):
+                self._event(event, now)
+        finally:
+            self._feeding = self._wrote_during_read = False
         if (
             waiting is not None
             and self.current is waiting
@@ -259,6 +263,11 @@ class ATSession(SessionCore):
             self._resync_event(event, kind, now)
             return
         if phase in COMMAND_PHASES:
+            if self._wrote_during_read and kind in (Kind.OK, Kind.ERROR):
+                # Read before the command went out (a duplicated or stray frame behind
+                # the previous answer): it cannot be this command's.
+                self._discard_final(event)
+                return
             self._command_event(event, kind, now)
             return
         # Idle (or in the guard gap): nobody asked.

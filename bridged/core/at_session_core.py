@@ -58,6 +58,10 @@ class SessionCore:
         self.unresponsive = False  # every probe of the last round unanswered
         self._silent_until = 0.0  # the module may be in data mode until then
         self.answering = True  # False from a timeout until the module answers again
+        # Causality: every byte of one read arrived before anything written while that
+        # read is handled, so a result later in the same read cannot answer it.
+        self._feeding = False
+        self._wrote_during_read = False
         self._wait_cap = 0.0  # the latest the current wait may be extended to (busy line)
 
     # ------------------------------------------------------------------ queries
@@ -154,6 +158,8 @@ class SessionCore:
     # ------------------------------------------------------------------ outputs
 
     def _write(self, data: bytes) -> None:
+        if self._feeding:
+            self._wrote_during_read = True
         self._effects.append(Write(data))
 
     def _set_deadline(self, at: float | None) -> None:
