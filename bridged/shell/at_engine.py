@@ -30,7 +30,6 @@ from bridged.core.at_session import (
     CommandTimeout,
     Completed,
     DataPhase,
-    EngineStopped,
     Failed,
     Notify,
     Observed,
@@ -82,6 +81,7 @@ class ATEngine(Protocol):
                 data_mode_quiet=data_mode_quiet,
             ),
             max_line=max_line,
+            log=log,
         )
         self.decoder = self.session.decoder
         self._deferreds: dict[Command, defer.Deferred[Response]] = {}
@@ -280,7 +280,6 @@ __all__ = [
     "CommandError",
     "CommandTimeout",
     "DataPhase",
-    "EngineStopped",
     "Priority",
     "ProtocolViolation",
     "Response",
