@@ -35,7 +35,6 @@ REPORT = (
 STEPS = (
     "twisted.internet.reactor",
     "yaml",
-    "cryptography.x509",
     "jsonschema",
     "bridged.config",
     "bridged.shell.daemon",
