@@ -6,11 +6,12 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridged.core.channel import Channel, QueueLimits, ReconnectPolicy
-from bridged.core.scheduler import Scheduler
+from bridged.core.scheduler import Refusal, Scheduler
 
 
 @dataclass
@@ -141,3 +142,25 @@ def test_a_reload_changes_the_channels_in_place_and_a_send_in_flight_keeps_the_l
     assert scheduler.busy and scheduler.pick() is None
     scheduler.done()
     assert serve(scheduler, 3) == [1, 1, 1]  # the retired channel is never served again
+
+
+# --- the send window (pipelined sends, issue 15) -------------------------------------------
+
+
+def test_the_window_is_the_profiles_until_a_pipelined_send_is_refused_then_1_for_good() -> None:
+    scheduler: Scheduler[FakeChannel] = Scheduler([], max_unconfirmed=3)
+    assert (scheduler.window, scheduler.fell_back) == (3, False)
+    assert scheduler.refused(pipelined=False) is Refusal.FAILED  # an ordinary failure
+    assert scheduler.window == 3
+    assert scheduler.refused(pipelined=True) is Refusal.FELL_BACK  # logged once
+    assert (scheduler.window, scheduler.fell_back) == (1, True)
+    assert scheduler.refused(pipelined=True) is Refusal.RETRY  # not logged again
+    scheduler.set_max_unconfirmed(3)  # the same profile again: the module still refuses
+    assert scheduler.window == 1
+    scheduler.set_max_unconfirmed(4)  # another profile: its own window
+    assert (scheduler.window, scheduler.fell_back) == (4, False)
+
+
+def test_a_window_below_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_unconfirmed_sends"):
+        Scheduler([], max_unconfirmed=0)
