@@ -17,9 +17,10 @@ from twisted.internet import reactor
 from twisted.internet.serialport import SerialPort
 
 from bridged.core.at_codec import DataFormat
+from bridged.core.qssl_commands import SslSocketSettings
 from bridged.emulator import FAST, Emulator
 from bridged.shell.at_engine import ATEngine
-from bridged.shell.qssl import QsslClient, SocketListener, SslSocketSettings
+from bridged.shell.qssl import QsslClient, SocketListener
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import start_socat_echo_server
 from tests.support.waiting import wait_until

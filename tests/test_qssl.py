@@ -12,16 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.serialport import SerialPort
 
 from bridged.core.at_codec import DataFormat
+from bridged.core.qssl_commands import QsslError, SslSocketSettings, UploadMismatch, error_name
 from bridged.emulator import FAST, Emulator
 from bridged.shell.at_engine import ATEngine
-from bridged.shell.qssl import (
-    QsslClient,
-    QsslError,
-    SocketListener,
-    SslSocketSettings,
-    UploadMismatch,
-    error_name,
-)
+from bridged.shell.qssl import QsslClient, SocketListener
 from tests.support.pki import Pki, make_pki
 from tests.support.scripted_pty import ScriptedPty
 from tests.support.tls_servers import free_port, start_socat_echo_server

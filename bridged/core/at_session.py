@@ -39,344 +39,96 @@ Rules this machine keeps (issue 11):
 
 from __future__ import annotations
 
-import re
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum, IntEnum
-
-from twisted.logger import Logger
-
 from bridged.core.at_codec import (
     ESC,
-    URC_TYPES,
-    ATDecoder,
     BootSign,
-    Echo,
     Event,
     FinalResult,
     InfoLine,
-    Prompt,
     ProtocolError,
     encode_command,
 )
-
-log = Logger(namespace="bridged.at")
-
-
-class Priority(IntEnum):
-    """Queue order. Link-health polls must never delay a client's data."""
-
-    HIGH = 0  # module init, close
-    NORMAL = 1  # opens, sends
-    LOW = 2  # health polls, passthrough
-
-
-class ATError(Exception):
-    """Base of everything a command can fail with."""
-
-
-class CommandError(ATError):
-    """The module answered ``ERROR`` or ``+CME ERROR``."""
-
-    def __init__(self, command: str, final: FinalResult, lines: list[str]) -> None:
-        super().__init__(f"{command_name(command)}: module answered {final.text}")
-        self.command = command
-        self.final = final
-        self.lines = lines
-
-
-class CommandTimeout(ATError):
-    def __init__(self, command: str, timeout: float, phase: str) -> None:
-        super().__init__(f"{command_name(command)}: no {phase} within {timeout:g} s")
-        self.command = command
-        self.phase = phase
-
-
-class ProtocolViolation(ATError):
-    """The module said something its state does not allow (an OK instead of ``>``, say)."""
-
-
-class SerialLost(ATError):
-    """The serial connection went away with this command pending."""
-
-
-class EngineStopped(ATError):
-    """The engine is shutting down; the command was never sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A completed command: its information lines and the final result (always OK here)."""
-
-    command: str
-    lines: list[str]
-    final: FinalResult
-
-
-@dataclass(frozen=True, slots=True)
-class DataPhase:
-    """What to write after the ``>`` prompt.
-
-    ``terminator`` is Ctrl+Z for variable-length data (certificates), empty for
-    fixed-length sends. ``redact`` keeps the bytes out of debug logs (keys, certificates).
-    ``counted`` marks a fixed-length text send: the module takes every byte, Esc and any
-    probe included, as payload until the length is reached, so after trouble the session
-    must stay silent instead of cancelling.
-    """
-
-    payload: bytes
-    terminator: bytes = b""
-    redact: bool = False
-    counted: bool = False
-
-
-def info_prefix(line: str) -> str | None:
-    """``AT+CSQ`` → ``+CSQ:``: how the information lines of its answer begin."""
-    name = command_name(line)
-    return name[2:] + ":" if name.upper().startswith("AT+") else None
-
-
-def command_name(line: str) -> str:
-    """``AT+QSSLSEND=1,0,5`` → ``AT+QSSLSEND``: a label for metrics and messages."""
-    for i, ch in enumerate(line):
-        if ch in "=?":
-            return line[:i]
-    return line
-
-
-@dataclass(eq=False)
-class Command:
-    """One submitted command; the owner keeps its own handle (a Deferred) keyed by it."""
-
-    line: str
-    timeout: float  # for the final result, or for '>'
-    data: DataPhase | None = None
-    priority: Priority = Priority.NORMAL
-    result_timeout: float | None = None  # for the result after the data; default timeout
-    # Information lines of the answer start with this (``+CSQ:`` for ``AT+CSQ``); a line
-    # that does not is another command's answer (late, or duplicated by the line): the
-    # command is aborted rather than completed with it. None: any line is accepted.
-    info_prefix: str | None = None
-    # Written even while a resync probes an unanswering module (AT+QRST=1 from the
-    # recovery ladder): waiting for the probes' answer would never send it.
-    urgent: bool = False
-    lines: list[str] = field(default_factory=list)
-    started: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return command_name(self.line)
-
-
-# --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    """The one deadline: call :meth:`ATSession.timer_fired` at ``at`` (None: no timer)."""
-
-    at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    command: Command
-    response: Response
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    command: Command
-    error: ATError
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    """A URC, a protocol error, or a line no command asked for."""
-
-    event: Event
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    name: str
-    result: str  # ok, error, timeout, aborted
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Unresponsive:
-    """Every probe of a resync went unanswered: the owner climbs its recovery ladder."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resynced:
-    """A probe was answered: the module listens again."""
-
-
-Action = Write | SetTimer | Completed | Failed | Notify | Observed | Unresponsive | Resynced
-
-# --------------------------------------------------------------------------- tables
-
-
-class Phase(Enum):
-    DOWN = "down"  # no serial connection
-    IDLE = "idle"
-    GAP = "gap"  # guard time between two commands
-    RESPONSE = "response"  # command written, waiting for the final result
-    PROMPT = "prompt"  # waiting for '>'
-    PROMPT_DELAY = "prompt-delay"  # got '>', waiting before writing the payload
-    AFTER_DATA = "after-data"  # payload written, waiting for the final result
-    QUIET = "resync-quiet"  # resync: waiting for a quiet line
-    SILENT = "resync-silent"  # resync: module may be in data mode; say nothing
-    PROBING = "resync-probing"  # resync: probe written, waiting for its answer
-
-
-RESYNC_PHASES = frozenset({Phase.QUIET, Phase.SILENT, Phase.PROBING})
-COMMAND_PHASES = frozenset({Phase.RESPONSE, Phase.PROMPT, Phase.PROMPT_DELAY, Phase.AFTER_DATA})
-# Waits for the module (not our own prompt delay): a busy line extends them.
-WAIT_PHASES = frozenset({Phase.RESPONSE, Phase.PROMPT, Phase.AFTER_DATA})
-
-
-class Kind(Enum):
-    """What kind of line the module said, as far as the session cares."""
-
-    OK = "ok"
-    ERROR = "error"
-    PROMPT = "prompt"
-    INFO = "info"
-    ECHO = "echo"
-
-
-class Rule(Enum):
-    COMPLETE = "complete"  # the command succeeded
-    FAIL = "fail"  # the command failed with the module's error
-    COLLECT = "collect"  # an information line of the response
-    IGNORE = "ignore"
-    ABORT = "abort"  # protocol error: cancel, fail the command, resync
-
-
-# The response table: for each phase of a command in flight, what each kind of line does.
-# A kind missing from a phase's row is a protocol error there (ABORT).
-PHASE_RULES: dict[Phase, dict[Kind, Rule]] = {
-    Phase.RESPONSE: {
-        Kind.OK: Rule.COMPLETE,
-        Kind.ERROR: Rule.FAIL,
-        Kind.INFO: Rule.COLLECT,
-        Kind.ECHO: Rule.IGNORE,
-    },
-    # The note allows only '>' or an error here.
-    Phase.PROMPT: {Kind.PROMPT: Rule.COMPLETE, Kind.ERROR: Rule.FAIL, Kind.ECHO: Rule.IGNORE},
-    # Between '>' and our payload: an error means the module left data mode by itself.
-    Phase.PROMPT_DELAY: {Kind.ERROR: Rule.FAIL},
-    Phase.AFTER_DATA: {
-        Kind.OK: Rule.COMPLETE,
-        Kind.ERROR: Rule.FAIL,
-        Kind.INFO: Rule.COLLECT,
-    },
-}
-
-# The unsolicited table: event types that are never a command's response, wherever they
-# fall. They are passed on at once.
-UNSOLICITED_TYPES: tuple[type, ...] = (*URC_TYPES, ProtocolError)
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """A resync probe: a query whose information line says the answer is the probe's."""
-
-    command: str
-    answer: re.Pattern[str]
-
-
-# Two queries, used in turn: the late answer of the previous probe does not match the
-# current one. Passthrough refuses both, so no other command's late answer can match.
-PROBES: tuple[Probe, ...] = (
-    Probe("AT+CMEE?", re.compile(r"\+CMEE: ?\d+")),
-    Probe("AT+QSCLK?", re.compile(r"\+QSCLK: ?\d+")),
+from bridged.core.at_session_core import SessionCore, log
+from bridged.core.at_session_rules import (
+    COMMAND_PHASES,
+    PHASE_RULES,
+    PROBES,
+    RESYNC_PHASES,
+    UNSOLICITED_TYPES,
+    WAIT_PHASES,
+    Kind,
+    Phase,
+    Probe,
+    Rule,
+    event_text,
+    kind_of,
+)
+from bridged.core.at_session_types import (
+    Action,
+    ATError,
+    Command,
+    CommandError,
+    CommandObserver,
+    CommandTimeout,
+    Completed,
+    DataPhase,
+    EngineStopped,
+    Failed,
+    Notify,
+    Observed,
+    Priority,
+    ProtocolViolation,
+    Response,
+    Resynced,
+    SerialLost,
+    SessionTiming,
+    SetTimer,
+    Unresponsive,
+    Write,
+    command_name,
+    info_prefix,
 )
 
+__all__ = [
+    "COMMAND_PHASES",
+    "PHASE_RULES",
+    "PROBES",
+    "RESYNC_PHASES",
+    "UNSOLICITED_TYPES",
+    "WAIT_PHASES",
+    "ATError",
+    "ATSession",
+    "Action",
+    "Command",
+    "CommandError",
+    "CommandObserver",
+    "CommandTimeout",
+    "Completed",
+    "DataPhase",
+    "EngineStopped",
+    "Failed",
+    "Kind",
+    "Notify",
+    "Observed",
+    "Phase",
+    "Priority",
+    "Probe",
+    "ProtocolViolation",
+    "Response",
+    "Resynced",
+    "Rule",
+    "SerialLost",
+    "SessionTiming",
+    "SetTimer",
+    "Unresponsive",
+    "Write",
+    "command_name",
+    "info_prefix",
+]
 
-def _kind(event: Event) -> Kind:
-    if isinstance(event, FinalResult):
-        return Kind.OK if event.ok else Kind.ERROR
-    if isinstance(event, Prompt):
-        return Kind.PROMPT
-    if isinstance(event, Echo):
-        return Kind.ECHO
-    return Kind.INFO
 
-
-# --------------------------------------------------------------------------- session
-
-
-@dataclass(frozen=True, slots=True)
-class SessionTiming:
-    prompt_delay: float = 0.5
-    guard_time: float = 0.0
-    resync_attempts: int = 5
-    resync_timeout: float = 1.0  # per probe
-    quiet_period: float = 0.2
-    # Bound on the quiet wait: past it, probe anyway (the probe identifies its answer).
-    quiet_max: float = 2.0
-    # How long the module may stay in data mode (its "timeout" setting and slack): the
-    # silence before probing when a probe could otherwise become payload.
-    data_mode_quiet: float = 0.0
-    # Serial line rate in bytes/s (baud / 10 for 8N1); 0: unknown. While a command waits
-    # for its answer, every byte the module sends that is not the answer (recv URCs of a
-    # download flood) held the line for 1/line_rate s, in which the answer could not be
-    # sent: the wait is extended by that time, up to busy_max in all per wait.
-    line_rate: float = 0.0
-    busy_max: float = 30.0
-
-
-class ATSession:
+class ATSession(SessionCore):
     """The one AT conversation with the module, as a pure state machine."""
-
-    def __init__(self, timing: SessionTiming | None = None, max_line: int = 4096) -> None:
-        self.timing = timing or SessionTiming()
-        self.decoder = ATDecoder(max_line=max_line)
-        self.phase = Phase.DOWN
-        self.current: Command | None = None
-        self.deadline: float | None = None
-        self._queues: dict[Priority, deque[Command]] = {p: deque() for p in Priority}
-        self._effects: list[Action] = []
-        self._notes: list[Action] = []
-        self._probe_index = 0
-        self._probe_seen_answer = False
-        self._resync_tries = 0
-        self._resync_was_silent = False
-        self._quiet_bound = 0.0
-        self.resyncs = 0
-        self.discarded_finals = 0
-        self.unresponsive = False  # every probe of the last round unanswered
-        self._silent_until = 0.0  # the module may be in data mode until then
-        self.answering = True  # False from a timeout until the module answers again
-        self._wait_cap = 0.0  # the latest the current wait may be extended to (busy line)
-
-    # ------------------------------------------------------------------ queries
-
-    @property
-    def connected(self) -> bool:
-        return self.phase is not Phase.DOWN
-
-    @property
-    def pending(self) -> int:
-        return sum(len(q) for q in self._queues.values()) + (self.current is not None)
-
-    @property
-    def resyncing(self) -> bool:
-        return self.phase in RESYNC_PHASES
-
-    @property
-    def busy(self) -> bool:
-        return self.current is not None or self.phase not in (Phase.IDLE, Phase.DOWN)
 
     # ------------------------------------------------------------------ inputs
 
@@ -503,7 +255,7 @@ class ATSession:
             if isinstance(event, BootSign):
                 self._booted(now)
             return
-        kind = _kind(event)
+        kind = kind_of(event)
         phase = self.phase
         if phase in RESYNC_PHASES:
             self._resync_event(event, kind, now)
@@ -518,7 +270,7 @@ class ATSession:
         elif kind in (Kind.OK, Kind.ERROR):
             self._discard_final(event)
         elif kind is Kind.INFO:
-            log.info("unsolicited line from module: {line}", line=_event_text(event))
+            log.info("unsolicited line from module: {line}", line=event_text(event))
             self._notify(event)
 
     def _command_event(self, event: Event, kind: Kind, now: float) -> None:
@@ -542,7 +294,7 @@ class ATSession:
             cmd.lines.append(event.text)
             return
         if rule is Rule.ABORT:
-            why = f"{_event_text(event)!r} while waiting for {self._waiting()}"
+            why = f"{event_text(event)!r} while waiting for {self._waiting()}"
             self._abort(cmd, now, why, prompt_seen=kind is Kind.PROMPT)
             return
         if self.phase is Phase.PROMPT and rule is Rule.COMPLETE:
@@ -567,38 +319,6 @@ class ATSession:
             self._start_resync(now, silent=False, why="module booted")
 
     # ------------------------------------------------------------------ commands
-
-    def _kick(self, now: float) -> None:
-        if self.phase is not Phase.IDLE or self.current is not None:
-            return
-        for priority in Priority:
-            if self._queues[priority]:
-                self._start(self._queues[priority].popleft(), now)
-                return
-
-    def _start(self, cmd: Command, now: float) -> None:
-        self.current = cmd
-        cmd.started = now
-        cmd.lines.clear()
-        log.debug("AT> {line}", line=cmd.line)
-        self._write(encode_command(cmd.line))
-        self.phase = Phase.RESPONSE if cmd.data is None else Phase.PROMPT
-        self._set_deadline(now + cmd.timeout)
-        self._wait_cap = now + cmd.timeout + self.timing.busy_max
-
-    def _write_payload(self, now: float) -> None:
-        cmd = self.current
-        assert cmd is not None and cmd.data is not None
-        data = cmd.data
-        if data.redact:
-            log.debug("AT> <{n} bytes redacted>", n=len(data.payload))
-        else:
-            log.debug("AT> <{n} payload bytes>", n=len(data.payload))
-        self._write(data.payload + data.terminator)
-        self.phase = Phase.AFTER_DATA
-        wait = cmd.result_timeout if cmd.result_timeout is not None else cmd.timeout
-        self._set_deadline(now + wait)
-        self._wait_cap = now + wait + self.timing.busy_max
 
     def _command_deadline(self, now: float) -> None:
         if self.phase is Phase.PROMPT_DELAY:
@@ -647,45 +367,6 @@ class ATSession:
         if in_data:
             self._write(ESC)  # cancels a Ctrl+Z-terminated or hex data phase
         self._start_resync(now, silent=False, why=why)
-
-    def _finish(self, cmd: Command, final: FinalResult, now: float) -> None:
-        self.current = None
-        self.answering = True
-        self._observe(cmd, "ok" if final.ok else "error", now)
-        log.debug(
-            "AT< {final} ({name}, {ms:.0f} ms)",
-            final=final.text,
-            name=cmd.name,
-            ms=(now - cmd.started) * 1000,
-        )
-        self._gap(now)
-        if final.ok:
-            self._note(Completed(cmd, Response(cmd.line, list(cmd.lines), final)))
-        else:
-            self._fail(cmd, CommandError(cmd.line, final, list(cmd.lines)))
-
-    def _gap(self, now: float) -> None:
-        # A short gap between commands: some firmware drops a line sent right after OK.
-        if self.timing.guard_time > 0:
-            self.phase = Phase.GAP
-            self._set_deadline(now + self.timing.guard_time)
-        else:
-            self.phase = Phase.IDLE
-            self._set_deadline(None)
-            self._kick(now)
-
-    def _fail_everything(self, reason: ATError) -> None:
-        pending = [c for q in self._queues.values() for c in q]
-        for q in self._queues.values():
-            q.clear()
-        if self.current is not None:
-            pending.insert(0, self.current)
-            self.current = None
-            if self.phase in COMMAND_PHASES:
-                self.phase = Phase.IDLE
-                self._set_deadline(None)
-        for cmd in pending:
-            self._fail(cmd, reason)
 
     # ------------------------------------------------------------------ resync
 
@@ -790,56 +471,6 @@ class ATSession:
     def _discard_final(self, event: Event, expected: bool = False) -> None:
         self.discarded_finals += 1
         if expected:
-            log.debug("answer nobody can own discarded: {line}", line=_event_text(event))
+            log.debug("answer nobody can own discarded: {line}", line=event_text(event))
         else:
-            log.info("answer nobody can own discarded: {line}", line=_event_text(event))
-
-    # ------------------------------------------------------------------ outputs
-
-    def _write(self, data: bytes) -> None:
-        self._effects.append(Write(data))
-
-    def _set_deadline(self, at: float | None) -> None:
-        self.deadline = at
-        self._effects.append(SetTimer(at))
-
-    def _note(self, action: Action) -> None:
-        self._notes.append(action)
-
-    def _notify(self, event: Event) -> None:
-        self._notes.append(Notify(event))
-
-    def _fail(self, cmd: Command, error: ATError) -> None:
-        self._notes.append(Failed(cmd, error))
-
-    def _observe(self, cmd: Command, result: str, now: float) -> None:
-        self._notes.append(Observed(cmd.name, result, now - cmd.started))
-
-    def _flush(self) -> list[Action]:
-        # Only the last deadline of a batch matters.
-        effects: list[Action] = []
-        last_timer: SetTimer | None = None
-        for action in self._effects:
-            if isinstance(action, SetTimer):
-                last_timer = action
-            else:
-                effects.append(action)
-        if last_timer is not None:
-            effects.append(last_timer)
-        actions = effects + self._notes
-        self._effects = []
-        self._notes = []
-        return actions
-
-
-def _event_text(event: Event) -> str:
-    if isinstance(event, FinalResult):
-        return event.text
-    if isinstance(event, InfoLine | Echo):
-        return event.text
-    if isinstance(event, Prompt):
-        return ">"
-    return repr(event)
-
-
-CommandObserver = Callable[[str, str, float], None]
+            log.info("answer nobody can own discarded: {line}", line=event_text(event))

@@ -80,13 +80,40 @@ channel), and the held client's departure as ``held_client_left()``.
 from __future__ import annotations
 
 import functools
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Concatenate, Literal, ParamSpec
+from typing import Concatenate, ParamSpec
 
-from bridged.core.backoff import Backoff
+from bridged.core.channel_core import ChannelCore
+from bridged.core.channel_types import (
+    HANDOVER_TIMER,
+    IDLE_TIMER,
+    REOPEN_TIMER,
+    SEND_STALL_TIMER,
+    Action,
+    AttachHeldClient,
+    CancelTimer,
+    ChannelState,
+    CloseClient,
+    CloseSocket,
+    CountRxDropped,
+    CountTxLost,
+    CountTxSent,
+    DataReady,
+    DeliverToClient,
+    HoldClient,
+    Ignored,
+    Mode,
+    OpenSocket,
+    PauseClient,
+    QueueLimits,
+    ReconnectPolicy,
+    RefuseClient,
+    ResumeClient,
+    StartTimer,
+    StateChanged,
+    StreamBroken,
+    Timeouts,
+)
 
 __all__ = [
     "HANDOVER_TIMER",
@@ -120,195 +147,9 @@ __all__ = [
     "Timeouts",
 ]
 
-REOPEN_TIMER = "reopen"
-IDLE_TIMER = "idle"
-HANDOVER_TIMER = "handover"
-SEND_STALL_TIMER = "send-stall"
-
-Mode = Literal["on-demand", "persistent"]
-_MODES: tuple[Mode, ...] = ("on-demand", "persistent")
-
 # The module's code for "state error": the socket is still in use there (an earlier open
 # that we gave up on finished after all). Close it before trying again.
 STATE_ERROR = -6
-
-
-class ChannelState(IntEnum):
-    CLOSED = 0
-    OPENING = 1
-    OPEN = 2
-    CLOSING = 3
-
-
-@dataclass(frozen=True, slots=True)
-class QueueLimits:
-    send_max_bytes: int = 65536  # unconfirmed client bytes at which the client is paused
-    recv_buffer_bytes: int = 65536  # persistent mode: received bytes kept while no client
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    initial: float = 1.0  # seconds before the first retry
-    max: float = 300.0  # the longest wait between retries
-    jitter: float = 0.2  # fraction by which a wait is randomly shortened
-    open_retries: int = 3  # on-demand: retries after the first failed open (0: no retry)
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    idle: float = 0.0  # close an open connection with no traffic for this long (0: never)
-    half_close: float = 60.0  # ... once its client has half-closed (0: never)
-    handover_wait: float = 2.0  # a new client waits this long for the attached one to leave
-    # An attached client's bytes waiting on an open connection with no byte confirmed for
-    # this long: the client is disconnected (its bytes counted lost) and the connection
-    # closed, like TCP_USER_TIMEOUT, instead of keeping it waiting without end (0: never).
-    send_stall: float = 0.0
-
-
-# --- actions ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OpenSocket:
-    """Run AT+QSSLOPEN; report ``open_result(err, epoch)`` or ``open_error(reason, epoch)``."""
-
-    epoch: int = field(default=0, compare=False)  # read it; equality is about the action
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    """Run AT+QSSLCLOSE; report ``close_done(epoch)`` whatever its outcome."""
-
-    epoch: int = field(default=0, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverToClient:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CloseClient:
-    """Close the TCP client after writing everything delivered to it (EOF); detached now."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefuseClient:
-    """Close the TCP connection that just arrived (or was held); the attached client is
-    unaffected."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class HoldClient:
-    """Keep the TCP connection that just arrived, not reading it, until
-    ``AttachHeldClient`` or ``RefuseClient``."""
-
-
-@dataclass(frozen=True, slots=True)
-class AttachHeldClient:
-    """The held connection is now the attached client: read it."""
-
-
-@dataclass(frozen=True, slots=True)
-class PauseClient:
-    """Stop reading from the TCP client."""
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeClient:
-    """Read from the TCP client again."""
-
-
-@dataclass(frozen=True, slots=True)
-class StartTimer:
-    """(Re)start the named timer; when it fires, call ``timer_fired(name)``."""
-
-    name: str
-    delay: float
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class DataReady:
-    """The channel has become sendable: poke the scheduler."""
-
-
-@dataclass(frozen=True, slots=True)
-class CountRxDropped:
-    """Received bytes thrown away (no client to take them, or the buffer is full)."""
-
-    n: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CountTxLost:
-    """Client bytes that will never be confirmed sent (their client is closed or gone)."""
-
-    n: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CountTxSent:
-    """Client bytes confirmed sent by ``+QSSLSEND: 1,<id>,0`` (for the current stream)."""
-
-    n: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamBroken:
-    """The connection was ended by us because its stream could not go on whole.
-    ``label`` is stable (a metric label): damaged_data, recv_buffer_full, idle_timeout,
-    reconfigured, send_stall."""
-
-    label: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    old: ChannelState
-    new: ChannelState
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """An input that changed nothing (stale result, benign race); for the debug log."""
-
-    event: str
-    reason: str
-
-
-Action = (
-    OpenSocket
-    | CloseSocket
-    | DeliverToClient
-    | CloseClient
-    | RefuseClient
-    | HoldClient
-    | AttachHeldClient
-    | PauseClient
-    | ResumeClient
-    | StartTimer
-    | CancelTimer
-    | DataReady
-    | CountRxDropped
-    | CountTxLost
-    | CountTxSent
-    | StreamBroken
-    | StateChanged
-    | Ignored
-)
 
 
 # --- the state machine --------------------------------------------------------------------
@@ -342,144 +183,8 @@ def _input(
     return run
 
 
-class Channel:
-    def __init__(
-        self,
-        connect_id: int,
-        mode: Mode,
-        *,
-        limits: QueueLimits,
-        reconnect: ReconnectPolicy,
-        max_chunk: int,
-        rng: random.Random,
-        timeouts: Timeouts = Timeouts(handover_wait=0.0),
-    ) -> None:
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if limits.send_max_bytes < 1 or limits.recv_buffer_bytes < 0:
-            raise ValueError(f"bad queue limits: {limits}")
-        if reconnect.open_retries < 0:
-            raise ValueError(f"open_retries must be >= 0, got {reconnect.open_retries}")
-        if max_chunk < 1:
-            raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
-        if min(timeouts.idle, timeouts.half_close, timeouts.handover_wait, timeouts.send_stall) < 0:
-            raise ValueError(f"bad timeouts: {timeouts}")
-        self.connect_id = connect_id
-        self.mode: Mode = mode
-        self._limits = limits
-        self._timeouts = timeouts
-        self._open_retries = reconnect.open_retries
-        self._max_chunk = max_chunk
-        self._backoff = Backoff(reconnect.initial, reconnect.max, reconnect.jitter, rng)
-
-        self._state = ChannelState.CLOSED
-        self._epoch = 0  # of the current (or last) SSL connection; +1 at every OpenSocket
-        self._module_ready = False
-        self._reopen_pending = False
-        self._retired = False
-        self._client = False
-        self._client_eof = False  # the attached client half-closed (shut its write side)
-        self._client_wrote = False  # the attached client sent something
-        self._held = False  # a client waits for the attached one to leave
-        self._paused = False
-        # CLOSING after an open that failed without a result, or with -6: once closed,
-        # the failure is handled (retry or give up) with this reason.
-        self._open_failure: str | None = None
-        # Client bytes not yet handed out by next_chunk(), oldest first.
-        self._queue = bytearray()
-        # Size of the chunk handed out and not yet confirmed (0: none in flight).
-        self._in_flight = 0
-        # On-demand only. The connection (or the retrying to open it) belongs to a client
-        # that is gone; the first `_orphan_bytes` of the queue are its bytes still to send.
-        # A client attached meanwhile waits for its own connection; its bytes queue behind.
-        self._orphaned = False
-        self._orphan_bytes = 0
-        # Persistent only: received bytes of the current connection waiting for a client.
-        self._recv_buffer = bytearray()
-        self._idle_timer_delay = 0.0  # the idle timer running (0: none)
-        self._traffic = False  # bytes moved during the current input
-        self._send_stall_running = False  # the send-stall timer runs
-        self._tx_progress = False  # a send was confirmed during the current input
-
-    def __repr__(self) -> str:
-        return (
-            f"<Channel {self.connect_id} {self.mode} {self._state.name} epoch={self._epoch}"
-            f" client={self._client} queued={self.queued_bytes}>"
-        )
-
-    # --- read-only view (metrics, scheduler, status, tests) ---
-
-    @property
-    def state(self) -> ChannelState:
-        return self._state
-
-    @property
-    def epoch(self) -> int:
-        """The current SSL connection's epoch; the chunk just taken belongs to it."""
-        return self._epoch
-
-    @property
-    def module_is_ready(self) -> bool:
-        return self._module_ready
-
-    @property
-    def reopen_pending(self) -> bool:
-        """CLOSED and waiting for the 'reopen' timer."""
-        return self._reopen_pending
-
-    @property
-    def retired(self) -> bool:
-        return self._retired
-
-    @property
-    def client_attached(self) -> bool:
-        return self._client
-
-    @property
-    def client_half_closed(self) -> bool:
-        return self._client and self._client_eof
-
-    @property
-    def client_held(self) -> bool:
-        return self._held
-
-    @property
-    def queued_bytes(self) -> int:
-        """Client bytes accepted and not yet confirmed sent (queued plus in flight)."""
-        return len(self._queue) + self._in_flight
-
-    @property
-    def recv_buffered_bytes(self) -> int:
-        return len(self._recv_buffer)
-
-    # --- scheduler interface ---
-
-    def set_max_chunk(self, max_chunk: int) -> None:
-        """The module's largest send (its profile's; known once the module is identified)."""
-        if max_chunk < 1:
-            raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
-        self._max_chunk = max_chunk
-
-    def sendable(self) -> int:
-        """Bytes that may go out now: OPEN, no chunk in flight, and only the current
-        connection's bytes (not those of a client waiting for its own connection)."""
-        if self._state is not ChannelState.OPEN or self._in_flight:
-            return 0
-        return self._orphan_bytes if self._orphaned else len(self._queue)
-
-    def next_chunk(self) -> bytes:
-        """Take up to ``max_chunk`` sendable bytes as the chunk in flight (of ``epoch``).
-        Everything queued is coalesced: one full send costs far less serial time than many
-        small."""
-        size = min(self._max_chunk, self.sendable())
-        if size == 0:
-            raise RuntimeError(f"{self!r}: next_chunk() with nothing sendable")
-        chunk = bytes(self._queue[:size])
-        del self._queue[:size]
-        self._in_flight = size
-        if self._orphaned:
-            self._orphan_bytes -= size
-        return chunk
+class Channel(ChannelCore):
+    """One SSL socket as a pure state machine (see the module docstring)."""
 
     # --- module events ---
 
@@ -782,220 +487,3 @@ class Channel:
             self._close_socket(f"idle: {detail}", actions)
             return actions
         return [Ignored(f"timer_fired({name!r})", "no such timer running")]
-
-    # --- internals ---
-
-    def _stale(self, epoch: int | None) -> bool:
-        return epoch is not None and epoch != self._epoch
-
-    def _why_stale(self, expected: str, epoch: int | None) -> str:
-        if self._stale(epoch):
-            return f"stale: epoch {epoch}, current {self._epoch}"
-        return f"not {expected} ({self._state.name})"
-
-    def _set_state(self, new: ChannelState, reason: str, actions: list[Action]) -> None:
-        if new is not self._state:
-            actions.append(StateChanged(self._state, new, reason))
-            self._state = new
-
-    def _can_open_now(self) -> bool:
-        return (
-            self._module_ready
-            and not self._retired
-            and self._state is ChannelState.CLOSED
-            and not self._reopen_pending
-        )
-
-    def _wants_connection(self) -> bool:
-        if self.mode == "persistent":
-            return True
-        if self._orphaned:
-            return self._orphan_bytes > 0
-        return self._client
-
-    def _open(self, reason: str, actions: list[Action]) -> None:
-        self._epoch += 1
-        self._set_state(ChannelState.OPENING, reason, actions)
-        actions.append(OpenSocket(self._epoch))
-
-    def _close_socket(self, reason: str, actions: list[Action]) -> None:
-        self._set_state(ChannelState.CLOSING, reason, actions)
-        actions.append(CloseSocket(self._epoch))
-
-    def _close_then_fail(self, reason: str) -> list[Action]:
-        actions: list[Action] = []
-        self._open_failure = reason
-        self._close_socket(reason, actions)
-        return actions
-
-    def _attach(self, actions: list[Action]) -> None:
-        self._client = True
-        self._client_eof = False
-        self._client_wrote = False
-        self._paused = False
-        if self.mode == "persistent":
-            if self._recv_buffer:
-                actions.append(DeliverToClient(bytes(self._recv_buffer)))
-                self._recv_buffer.clear()
-        elif not self._orphaned and self._can_open_now():
-            self._open("client connected", actions)
-        # Otherwise the client waits: for the module, or for the previous client's
-        # connection to finish.
-
-    def _after_client_left(self, actions: list[Action]) -> None:
-        if self.mode == "persistent":
-            return  # its queued bytes still go out on the persistent connection
-        if self._orphaned:
-            # It was waiting for its own connection, which never started: nothing of it
-            # was sent, and the connection in progress is not its to use.
-            lost = len(self._queue) - self._orphan_bytes
-            del self._queue[self._orphan_bytes :]
-            if lost:
-                actions.append(CountTxLost(lost, "client left before its connection opened"))
-            return
-        # The owner left: flush what it wrote, then close.
-        self._orphaned = True
-        self._orphan_bytes = len(self._queue)
-        if self._state is ChannelState.OPEN:
-            self._close_if_flushed("client left", actions)
-        elif self._state is ChannelState.CLOSED and not self._orphan_bytes:
-            self._session_over(actions)
-        # OPENING: decided by the open result. CLOSED with bytes: the retry timer or the
-        # module becoming ready opens the connection to flush them.
-
-    def _schedule_reopen(self, actions: list[Action]) -> None:
-        if self._retired:
-            return
-        self._reopen_pending = True
-        actions.append(StartTimer(REOPEN_TIMER, self._backoff.next_delay()))
-
-    def _cancel_reopen(self, actions: list[Action]) -> None:
-        if self._reopen_pending:
-            self._reopen_pending = False
-            actions.append(CancelTimer(REOPEN_TIMER))
-
-    def _close_client(self, reason: str, actions: list[Action]) -> None:
-        actions.append(CloseClient(reason))
-        self._client = False
-        self._client_eof = False
-        self._paused = False
-
-    def _clear_recv_buffer(self, reason: str, actions: list[Action]) -> None:
-        """The persistent buffer holds only the current connection's bytes."""
-        if self._recv_buffer:
-            actions.append(CountRxDropped(len(self._recv_buffer), f"buffered, then {reason}"))
-            self._recv_buffer.clear()
-
-    def _close_if_flushed(self, reason: str, actions: list[Action]) -> None:
-        """On-demand, owner gone: once its bytes are all confirmed, close the socket."""
-        if self._state is ChannelState.OPEN and not self._orphan_bytes and not self._in_flight:
-            self._close_socket(reason, actions)
-
-    def _abandon_stream(self, reason: str, actions: list[Action]) -> None:
-        """The connection's byte stream is broken: whatever of it is unconfirmed never will
-        be. Close the client that owns it; count the bytes. A waiting client (on-demand)
-        keeps its bytes for its own connection."""
-        if self._orphaned:
-            lost = self._orphan_bytes + self._in_flight
-            del self._queue[: self._orphan_bytes]
-        else:
-            lost = len(self._queue) + self._in_flight
-            self._queue.clear()
-            if self._client:
-                self._close_client(reason, actions)
-        self._in_flight = 0
-        if lost:
-            actions.append(CountTxLost(lost, reason))
-        if self.mode == "on-demand":
-            # Whatever remains of this connection (CLOSING) belongs to nobody.
-            self._orphaned = True
-            self._orphan_bytes = 0
-
-    def _open_failed(self, reason: str) -> list[Action]:
-        actions: list[Action] = []
-        self._set_state(ChannelState.CLOSED, reason, actions)
-        if self._retired:
-            return actions
-        if self.mode == "persistent":
-            self._schedule_reopen(actions)  # forever; a waiting client keeps waiting
-        elif not self._wants_connection():
-            self._session_over(actions)
-        elif self._backoff.attempts < self._open_retries:
-            self._schedule_reopen(actions)
-        else:
-            attempts = self._backoff.attempts + 1
-            self._abandon_stream(f"{reason} (gave up after {attempts} attempts)", actions)
-            self._session_over(actions)
-        return actions
-
-    def _after_connection_ended(self, actions: list[Action]) -> None:
-        """CLOSED after a connection that was open."""
-        self._clear_recv_buffer("its connection ended", actions)
-        if self._retired:
-            return
-        if self.mode == "persistent":
-            self._schedule_reopen(actions)
-        else:
-            self._session_over(actions)
-
-    def _session_over(self, actions: list[Action]) -> None:
-        """On-demand: the current client's connection is finished (CLOSED for good). A
-        client waiting meanwhile gets its own, with a fresh retry budget."""
-        self._orphaned = False
-        self._orphan_bytes = 0
-        self._cancel_reopen(actions)
-        self._backoff.reset()
-        if self._client and self._can_open_now():
-            self._open("next client", actions)
-
-    def _idle_delay(self) -> float:
-        """The idle bound now in force (0: none)."""
-        bounds = [self._timeouts.idle]
-        if self._client and self._client_eof:
-            bounds.append(self._timeouts.half_close)
-        live = [b for b in bounds if b > 0]
-        return min(live) if live else 0.0
-
-    def _update_idle_timer(self, actions: list[Action]) -> None:
-        """(Re)start the idle timer on every input with traffic while OPEN; stop it when
-        not OPEN. Inputs without traffic keep it running as it was."""
-        delay = self._idle_delay() if self._state is ChannelState.OPEN else 0.0
-        traffic = self._traffic or any(isinstance(a, StateChanged) for a in actions)
-        self._traffic = False
-        if delay and (traffic or delay != self._idle_timer_delay):
-            self._idle_timer_delay = delay
-            actions.append(StartTimer(IDLE_TIMER, delay))
-        elif not delay and self._idle_timer_delay:
-            self._idle_timer_delay = 0.0
-            actions.append(CancelTimer(IDLE_TIMER))
-
-    def _own_queued(self) -> int:
-        """Unconfirmed bytes of the attached client (not those of a client gone before)."""
-        if not self._client:
-            return 0
-        if self._orphaned:
-            return len(self._queue) - self._orphan_bytes
-        return self.queued_bytes
-
-    def _update_send_stall_timer(self, actions: list[Action]) -> None:
-        """Runs while an attached client's bytes wait (for its connection, or on it);
-        restarts at every confirmed send."""
-        waiting = self._timeouts.send_stall > 0 and self._client and self._own_queued() > 0
-        progress, self._tx_progress = self._tx_progress, False
-        if waiting and (progress or not self._send_stall_running):
-            self._send_stall_running = True
-            actions.append(StartTimer(SEND_STALL_TIMER, self._timeouts.send_stall))
-        elif not waiting and self._send_stall_running:
-            self._send_stall_running = False
-            actions.append(CancelTimer(SEND_STALL_TIMER))
-
-    def _update_flow_control(self, actions: list[Action]) -> None:
-        """Pause the client at the high-water mark, resume it at half of it."""
-        if not self._client:
-            return
-        if not self._paused and self.queued_bytes >= self._limits.send_max_bytes:
-            self._paused = True
-            actions.append(PauseClient())
-        elif self._paused and self.queued_bytes <= self._limits.send_max_bytes // 2:
-            self._paused = False
-            actions.append(ResumeClient())

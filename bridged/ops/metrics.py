@@ -53,10 +53,10 @@ from bridged.core.at_codec import (
     SendResult,
 )
 from bridged.core.channel import ChannelState
+from bridged.core.qssl_commands import ERROR_NAMES
 from bridged.shell.at_engine import ATEngine
 from bridged.shell.link_health import LinkHealth
 from bridged.shell.modem import ModemState
-from bridged.shell.qssl import ERROR_NAMES
 
 if TYPE_CHECKING:
     from bridged.shell.daemon import Daemon

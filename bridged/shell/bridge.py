@@ -47,10 +47,11 @@ from bridged.core.channel import (
     StreamBroken,
     Timeouts,
 )
+from bridged.core.qssl_commands import QsslError
 from bridged.core.scheduler import Scheduler
 from bridged.shell.at_engine import ATError
 from bridged.shell.listener import ClientConnection, ClientFactory
-from bridged.shell.qssl import QsslClient, QsslError, SocketListener
+from bridged.shell.qssl import QsslClient, SocketListener
 
 log = Logger(namespace="bridged.socket")
 

@@ -24,11 +24,12 @@ from twisted.logger import Logger
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
 from bridged.core.at_codec import DataFormat
 from bridged.core.channel import ChannelState
+from bridged.core.qssl_commands import CertKind, SslSocketSettings
 from bridged.ops.sdnotify import install_systemd_notify
 from bridged.shell.at_engine import ATEngine, ATError
 from bridged.shell.bridge import SendPump, SocketBridge
 from bridged.shell.modem import Modem, ModemOptions, ModemState, SocketSetup
-from bridged.shell.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.shell.qssl import QsslClient
 from bridged.shell.serial_tap import SerialTraceOptions
 
 if TYPE_CHECKING:

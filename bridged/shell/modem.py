@@ -33,8 +33,9 @@ from bridged.core.lifecycle import Action as LifecycleAction
 from bridged.core.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
 from bridged.core.lifecycle import SetTimer as LifecycleTimer
 from bridged.core.module_profile import BC26, ModuleProfile
+from bridged.core.qssl_commands import CertKind, SslSocketSettings
 from bridged.shell.at_engine import ATEngine, ATError, Priority
-from bridged.shell.qssl import CertKind, QsslClient, SslSocketSettings
+from bridged.shell.qssl import QsslClient
 from bridged.shell.serial_access import ExclusiveSerialPort
 from bridged.shell.serial_tap import SerialTraceOptions, tap
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -30,12 +29,27 @@ from bridged.core.at_codec import (
     RecvUrc,
     SendResult,
     encode_payload,
-    quote,
 )
 from bridged.core.module_profile import BC26, ModuleProfile, detect_model
+from bridged.core.qssl_commands import (
+    CLOSE_RESULT_WAIT,
+    INIT_COMMANDS,
+    NETWORK_MARGIN,
+    CertKind,
+    ModuleRebooted,
+    QsslError,
+    RemoteClosed,
+    SslSocketSettings,
+    check_upload_count,
+    close_line,
+    configure_lines,
+    error_name,
+    open_line,
+    send_line,
+    upload_line,
+)
 from bridged.shell.at_engine import (
     ATEngine,
-    ATError,
     CommandError,
     CommandTimeout,
     DataPhase,
@@ -44,95 +58,11 @@ from bridged.shell.at_engine import (
 
 log = Logger(namespace="bridged.qssl")
 
-# The spec's result-code table; names are also metric label values.
-ERROR_NAMES: dict[int, str] = {
-    0: "ok",
-    -1: "exception",
-    -2: "connection_error",
-    -3: "cert_error",
-    -4: "key_error",
-    -5: "cipher_error",
-    -6: "state_error",
-    -7: "timeout",
-    -9: "other",
-}
-ERROR_DESCRIPTIONS: dict[int, str] = {
-    -1: "exception error",
-    -2: "connection error",
-    -3: "CA or client certificate error",
-    -4: "client key error",
-    -5: "cipher suite error",
-    -6: "state error",
-    -7: "timeout",
-    -9: "other error",
-}
-
-CertKind = Literal["cacert", "clientcert", "clientkey"]
-CERT_KINDS: tuple[CertKind, ...] = ("cacert", "clientcert", "clientkey")
-
-# How long past the module's own "timeout" setting we wait for an async result: the note
-# says "plus network delay" without a number.
-NETWORK_MARGIN = 30.0
-CLOSE_RESULT_WAIT = 1.0  # the note's 300 ms, with slack
-# The initialisation steps after the module answers AT, as data: echo off, numeric
-# errors, no sleep (sleep would erase the SSL settings).
-INIT_COMMANDS: tuple[str, ...] = ("ATE0", "AT+CMEE=1", "AT+QSCLK=0")
-
 
 def _discard(d: defer.Deferred[int]) -> None:
     """Give up on an async result: stop waiting and swallow whatever it becomes."""
     d.cancel()
     d.addErrback(lambda _: None)
-
-
-def error_name(code: int) -> str:
-    return ERROR_NAMES.get(code, "unknown")
-
-
-class QsslError(ATError):
-    """An SSL socket operation failed: ``name`` is a stable label, ``code`` the module's."""
-
-    def __init__(
-        self, connect_id: int, operation: str, name: str, code: int | None, detail: str = ""
-    ) -> None:
-        described = ERROR_DESCRIPTIONS.get(code, f"unknown error {code}") if code else detail
-        super().__init__(
-            f"socket {connect_id}: {operation} failed: {described}"
-            + (f" ({code})" if code is not None else "")
-        )
-        self.connect_id = connect_id
-        self.operation = operation
-        self.name = name
-        self.code = code
-
-
-class RemoteClosed(ATError):
-    """A ``"closed"`` URC arrived while an operation on that socket was pending."""
-
-
-class ModuleRebooted(ATError):
-    """The module printed a boot sign: every socket and setting is gone."""
-
-
-class UploadMismatch(ATError):
-    """The module counted a different number of certificate bytes than we sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class SslSocketSettings:
-    """What QSSLCFG writes for one socket."""
-
-    seclevel: int
-    sslversion: int
-    #: The send format (chunk encoding), and the recv format unless ``recv_format``.
-    dataformat: DataFormat
-    timeout: int
-    debug: int
-    recv_format: DataFormat | None = None
-
-    @property
-    def recv(self) -> DataFormat:
-        return self.dataformat if self.recv_format is None else self.recv_format
 
 
 class SocketListener:
@@ -223,40 +153,20 @@ class QsslClient:
 
     async def configure_socket(self, connect_id: int, settings: SslSocketSettings) -> None:
         """Write every QSSLCFG setting of one socket (they are lost on reboot and wake)."""
-        send, recv = settings.dataformat.value, settings.recv.value
-        writes = [
-            f'"seclevel",{settings.seclevel}',
-            f'"sslversion",{settings.sslversion}',
-            f'"dataformat",{send},{recv}',
-            f'"timeout",{settings.timeout}',
-            f'"debug",{settings.debug}',
-        ]
-        for write in writes:
-            await self._command(
-                f"AT+QSSLCFG={self.context_id},{connect_id},{write}", priority=Priority.HIGH
-            )
+        for line in configure_lines(self.context_id, connect_id, settings):
+            await self._command(line, priority=Priority.HIGH)
         self.engine.decoder.set_recv_format(connect_id, settings.recv)
         self.open_timeouts[connect_id] = settings.timeout + NETWORK_MARGIN
 
     async def upload(self, connect_id: int, kind: CertKind, pem: bytes) -> None:
         """Upload a certificate or key and check the module counted every byte."""
-        if CTRL_Z in pem or b"\x1b" in pem:
-            raise ValueError(f"{kind} contains Ctrl+Z or Esc, which would end the upload")
         response = await self.engine.command(
-            f'AT+QSSLCFG={self.context_id},{connect_id},"{kind}"',
+            upload_line(self.context_id, connect_id, kind, pem),
             timeout=self.command_timeout + len(pem) / 500,
             data=DataPhase(pem, terminator=CTRL_Z, redact=True),
             priority=Priority.HIGH,
         )
-        prefix = f'+QSSLCFG: {self.context_id},{connect_id},"{kind}",'
-        counts = [line[len(prefix) :] for line in response.lines if line.startswith(prefix)]
-        if not counts or not counts[0].strip().isdigit():
-            raise UploadMismatch(f"socket {connect_id}: {kind} upload: no byte count in reply")
-        if int(counts[0]) != len(pem):
-            raise UploadMismatch(
-                f"socket {connect_id}: {kind} upload: module counted {counts[0]} bytes, "
-                f"sent {len(pem)}"
-            )
+        check_upload_count(response.lines, self.context_id, connect_id, kind, len(pem))
 
     # ------------------------------------------------------------------ sockets
 
@@ -265,7 +175,7 @@ class QsslClient:
         result = self._expect(OpenResult, connect_id, self.open_timeouts[connect_id])
         try:
             await self._command(
-                f"AT+QSSLOPEN={self.context_id},{connect_id},{quote(host)},{port},0",
+                open_line(self.context_id, connect_id, host, port),
                 priority=Priority.NORMAL,
             )
         except CommandError as e:
@@ -301,7 +211,7 @@ class QsslClient:
         # network delay (the note): waiting a fixed few seconds would time out a send the
         # module still answers, and its late OK would meet the next command.
         accepted = self.engine.command(
-            f"AT+QSSLSEND={self.context_id},{connect_id},{len(payload)}",
+            send_line(self.context_id, connect_id, len(payload)),
             timeout=self.command_timeout,
             data=DataPhase(
                 encode_payload(payload, data_format), counted=data_format is DataFormat.TEXT
@@ -356,9 +266,7 @@ class QsslClient:
         """Close a socket. A module that answers OK without ``+QSSLCLOSE:`` is tolerated."""
         result = self._expect(CloseResult, connect_id, CLOSE_RESULT_WAIT)
         try:
-            await self._command(
-                f"AT+QSSLCLOSE={self.context_id},{connect_id}", priority=Priority.HIGH
-            )
+            await self._command(close_line(self.context_id, connect_id), priority=Priority.HIGH)
         except CommandError as e:
             _discard(result)
             # Already closed (by the network, say): the socket is closed either way.

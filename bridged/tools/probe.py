@@ -47,7 +47,7 @@ from bridged.config import (
     module_profile,
 )
 from bridged.core.module_profile import BC26, BUILTIN_PROFILES, ModuleProfile, ModuleProfileError
-from bridged.shell.qssl import ERROR_DESCRIPTIONS, ERROR_NAMES
+from bridged.core.qssl_commands import ERROR_DESCRIPTIONS, ERROR_NAMES
 from bridged.tools.module_tls import (
     MODULE_CIPHER_SUITES,
     CipherSuite,
