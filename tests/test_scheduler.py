@@ -18,9 +18,14 @@ from bridged.core.scheduler import Refusal, Scheduler
 class FakeChannel:
     name: int
     pending: int = 0
+    unconfirmed_sends: int = 0
+    window: int = 1
 
     def sendable(self) -> int:
         return self.pending
+
+    def set_max_unconfirmed(self, n: int) -> None:
+        self.window = n
 
 
 def serve(scheduler: Scheduler[FakeChannel], rounds: int) -> list[int]:
@@ -148,17 +153,42 @@ def test_a_reload_changes_the_channels_in_place_and_a_send_in_flight_keeps_the_l
 
 
 def test_the_window_is_the_profiles_until_a_pipelined_send_is_refused_then_1_for_good() -> None:
-    scheduler: Scheduler[FakeChannel] = Scheduler([], max_unconfirmed=3)
-    assert (scheduler.window, scheduler.fell_back) == (3, False)
-    assert scheduler.refused(pipelined=False) is Refusal.FAILED  # an ordinary failure
+    channels = [FakeChannel(0, pending=100), FakeChannel(1, pending=100)]
+    scheduler = Scheduler(channels, max_unconfirmed=3)
+    assert (scheduler.window, [c.window for c in channels]) == (3, [3, 3])
+    assert scheduler.pick() is channels[0]  # nothing unconfirmed: not pipelined
+    assert scheduler.refused() is Refusal.FAILED  # an ordinary failure
+    scheduler.done()
     assert scheduler.window == 3
-    assert scheduler.refused(pipelined=True) is Refusal.FELL_BACK  # logged once
+    channels[1].unconfirmed_sends = 2
+    assert scheduler.pick() is channels[1]  # pipelined
+    assert scheduler.refused() is Refusal.FELL_BACK  # the caller logs it, once
+    scheduler.done()
     assert (scheduler.window, scheduler.fell_back) == (1, True)
-    assert scheduler.refused(pipelined=True) is Refusal.RETRY  # not logged again
+    assert [c.window for c in channels] == [1, 1]  # every channel takes it
     scheduler.set_max_unconfirmed(3)  # the same profile again: the module still refuses
-    assert scheduler.window == 1
+    assert (scheduler.window, channels[0].window) == (1, 1)
     scheduler.set_max_unconfirmed(4)  # another profile: its own window
-    assert (scheduler.window, scheduler.fell_back) == (4, False)
+    assert (scheduler.window, scheduler.fell_back, channels[1].window) == (4, False, 4)
+
+
+def test_a_refusal_after_the_fallback_is_retried_without_a_second_fallback() -> None:
+    channel = FakeChannel(0, pending=100, unconfirmed_sends=1)
+    scheduler = Scheduler([channel], max_unconfirmed=2)
+    scheduler.pick()
+    assert scheduler.refused() is Refusal.FELL_BACK
+    scheduler.done()
+    scheduler.set_channels([channel])  # a reload keeps the fallback
+    assert channel.window == 1
+    # A send picked while one was unconfirmed before the fallback took effect.
+    scheduler.pick()
+    assert scheduler.refused() is Refusal.RETRY
+    assert scheduler.refused() is Refusal.RETRY
+
+
+def test_a_refusal_with_no_send_on_the_line_is_a_failure() -> None:
+    scheduler = Scheduler([FakeChannel(0, pending=1, unconfirmed_sends=1)], max_unconfirmed=2)
+    assert scheduler.refused() is Refusal.FAILED
 
 
 def test_a_window_below_1_is_refused() -> None:

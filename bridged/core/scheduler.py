@@ -10,9 +10,10 @@ other channels can use the line meanwhile (window 1: no channel ever has two chu
 flight).
 
 The send window: the module profile's ``max_unconfirmed_sends`` (1 unless the profile
-says the module takes more). Above 1, a socket's next AT+QSSLSEND goes after the previous
-one's ``OK`` without waiting for its result (pipelining). A module that answers ERROR
-before ``>`` to such a pipelined send refused it (it took no data): :meth:`refused` says
+says the module takes more), which the scheduler hands to every channel. Above 1, a
+socket's next AT+QSSLSEND goes after the previous one's ``OK`` without waiting for its
+result (pipelining). A module that answers ERROR before ``>`` to a send picked while its
+socket had earlier sends unconfirmed refused it (it took no data): :meth:`refused` says
 so, and the window falls to 1 for good, once; the glue puts the chunk back and logs it.
 
 Fairness: a cursor walks the channels in order and starts each search just after the last
@@ -37,6 +38,15 @@ class SendSource(Protocol):
         """Bytes that may be sent right now (0: nothing, or not allowed now)."""
         ...
 
+    @property
+    def unconfirmed_sends(self) -> int:
+        """Sends taken from it whose ``+QSSLSEND`` result has not come."""
+        ...
+
+    def set_max_unconfirmed(self, n: int) -> None:
+        """The send window: it is not sendable while ``n`` sends are unconfirmed."""
+        ...
+
 
 S = TypeVar("S", bound=SendSource)
 
@@ -59,7 +69,8 @@ class Scheduler(Generic[S]):
         self._channels: tuple[S, ...] = tuple(channels)
         self._cursor = 0  # index of the channel that gets the first look on the next pick
         self._busy = False
-        self._profile_window = 1
+        self._pipelined = False  # the send holding the line was picked with others unconfirmed
+        self._profile_window = max_unconfirmed
         self._fell_back = False
         self.set_max_unconfirmed(max_unconfirmed)
 
@@ -67,6 +78,7 @@ class Scheduler(Generic[S]):
         """Serve these channels from now on (a reload); a send in flight keeps the line."""
         self._channels = tuple(channels)
         self._cursor = 0
+        self._apply_window()
 
     @property
     def busy(self) -> bool:
@@ -84,6 +96,7 @@ class Scheduler(Generic[S]):
         if n != self._profile_window:
             self._profile_window = n
             self._fell_back = False
+        self._apply_window()
 
     @property
     def window(self) -> int:
@@ -95,15 +108,22 @@ class Scheduler(Generic[S]):
         """The module refused a pipelined send: the window is 1 whatever the profile says."""
         return self._fell_back
 
-    def refused(self, pipelined: bool) -> Refusal:
-        """The module answered ERROR before ``>`` to a send; ``pipelined``: that socket
-        had earlier sends unconfirmed when this one was written."""
-        if not pipelined:
+    def refused(self) -> Refusal:
+        """The module answered ERROR before ``>`` to the send holding the line (call it
+        before :meth:`done`). Pipelined (its socket had earlier sends unconfirmed when it
+        was picked): the module refused the overlap, so the window falls to 1."""
+        if not self._busy or not self._pipelined:
             return Refusal.FAILED
         if self._fell_back:
             return Refusal.RETRY
         self._fell_back = True
+        self._apply_window()
         return Refusal.FELL_BACK
+
+    def _apply_window(self) -> None:
+        window = self.window
+        for channel in self._channels:
+            channel.set_max_unconfirmed(window)
 
     # --- turns ---
 
@@ -120,9 +140,11 @@ class Scheduler(Generic[S]):
             if channel.sendable() > 0:
                 self._cursor = (index + 1) % count
                 self._busy = True
+                self._pipelined = channel.unconfirmed_sends > 0
                 return channel
         return None
 
     def done(self) -> None:
         """The line is free again (the send was accepted, or it failed)."""
         self._busy = False
+        self._pipelined = False

@@ -46,6 +46,7 @@ from bridged.core.qssl_commands import (
     error_name,
     open_line,
     send_line,
+    send_refusal,
     upload_line,
 )
 from bridged.shell.at_engine import (
@@ -201,7 +202,9 @@ class QsslClient:
         """Send one fixed-length chunk.
 
         Returns two Deferreds: *accepted* fires at ``OK`` (the serial line is free for the
-        next command), *confirmed* at ``+QSSLSEND: 1,<id>,0``. Either fails on error.
+        next command), *confirmed* at ``+QSSLSEND: 1,<id>,0``. Either fails on error; with
+        :class:`SendRefused` if the module refused the command before ``>``. Results are
+        matched to sends in order, so several sends of a socket may await theirs.
         """
         limit = self.profile.max_send(data_format is DataFormat.HEX)
         if not 1 <= len(payload) <= limit:
@@ -222,6 +225,9 @@ class QsslClient:
         def refused(failure: Failure) -> Failure:
             # No +QSSLSEND follows an ERROR: the confirmation fails with the same reason.
             self._forget(SendResult, connect_id, result)
+            refusal = send_refusal(connect_id, failure.value)
+            if refusal is not None:
+                failure = Failure(refusal)  # type: ignore[no-untyped-call]
             if not result.called:
                 result.errback(failure)
             return failure

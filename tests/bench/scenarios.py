@@ -351,7 +351,7 @@ def nb_upload(
     per_socket = window * MAX_SEND[fmt] / (line.send_time() + MAX_SEND[fmt] / uplink + rtt)
     rate = min(ceiling, sockets * per_socket)
     total = _round_up(rate * seconds / sockets, MAX_SEND[fmt])
-    what = f"upload {fmt} {baud}, {sockets} socket(s)"
+    what = f"upload {fmt} {baud}, {sockets} socket(s)" + (", pipelined" if window > 1 else "")
     settings_text = "rtt 1 s, uplink 2 KB/s" + (f", window {window}" if window > 1 else "")
     row = Row("NB", what, settings_text)
     row.ceiling, row.target = ceiling, "(information)"
