@@ -64,9 +64,10 @@ SOCKETS = (
 )
 
 
-# The emulator's network round trip when sends are pipelined: several sends' time at the
-# soak's baud rate, so a socket has more than one send unconfirmed.
-PIPELINE_RTT = 0.1
+# The emulator's network round trip when sends are pipelined: longer than a round of all
+# six sockets' sends at the soak's baud rate (~0.1 s), so a socket's next turn often comes
+# before its previous send's result and it has several unconfirmed.
+PIPELINE_RTT = 0.5
 
 # bridged's send_stall_timeout in the soak: below the stall limit, above the longest
 # single fault (a late '>': prompt wait 3 s + '>' at 6 s + data-mode silence 12 s).
