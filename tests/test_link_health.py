@@ -1,8 +1,11 @@
-"""Link health: the pure parsers of +CSQ / +CEREG / +QENG, and the polling glue."""
+"""Link health: the pure parsers of +CSQ / +CEREG / +QENG (bridged.core.link_readings),
+and the polling glue (bridged.shell.link_health)."""
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +14,11 @@ from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
+from bridged.core import link_readings
 from bridged.core.at_codec import FinalResult
-from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
-from bridged.shell.at_engine import ATEngine, CommandError, CommandTimeout, Priority, Response
-from bridged.shell.link_health import (
-    LinkHealth,
-    LinkSnapshot,
+from bridged.core.link_readings import (
+    LinkReadings,
+    ModuleInfo,
     Registration,
     ServingCell,
     SignalQuality,
@@ -26,9 +28,24 @@ from bridged.shell.link_health import (
     parse_qeng,
     split_fields,
 )
+from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
+from bridged.shell.at_engine import ATEngine, CommandError, CommandTimeout, Priority, Response
+from bridged.shell.link_health import IDENTIFY_TIMEOUT, LinkHealth, ModuleIdentity
 from bridged.shell.modem import ModemState
 
 # --------------------------------------------------------------------------- parsing
+
+
+def test_the_parsers_import_nothing_that_does_io() -> None:
+    """bridged.core.link_readings is pure: standard-library data types and nothing else."""
+    source = Path(link_readings.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert imported <= {"__future__", "collections.abc", "dataclasses"}, imported
 
 
 @pytest.mark.parametrize(
@@ -236,10 +253,10 @@ def test_no_poll_until_ready_then_one_at_a_time_at_low_priority(setup: Any) -> N
     engine.answer("+CEREG: 0,1")
     engine.answer(ENGINEERING_LINE)
     assert {(p, t) for _, p, t in engine.sent} == {(Priority.LOW, 2.0)}
-    snapshot = health.snapshot
-    assert snapshot.signal == SignalQuality(rssi=22, rssi_dbm=-69)
-    assert snapshot.registration == Registration(mode=0, status=1)
-    assert snapshot.cell is not None and snapshot.cell.rsrp_dbm == -87
+    readings = health.readings
+    assert readings.signal == SignalQuality(rssi=22, rssi_dbm=-69)
+    assert readings.registration == Registration(mode=0, status=1)
+    assert readings.cell is not None and readings.cell.rsrp_dbm == -87
     assert health.polls == 1
 
 
@@ -265,7 +282,7 @@ def test_error_leaves_only_that_value_absent(setup: Any) -> None:
     engine.answer("+CSQ: 99,99")
     engine.error()  # CEREG
     engine.time_out()  # QENG
-    assert health.snapshot == LinkSnapshot(
+    assert health.readings == LinkReadings(
         signal=SignalQuality(rssi=None, rssi_dbm=None), registration=None, cell=None
     )
 
@@ -277,15 +294,15 @@ def test_module_lost_clears_values_and_stops_polling(setup: Any) -> None:
     clock.advance(30)
     engine.answer(SIGNAL_QUALITY_LINE)  # a poll is half way when the module goes
     modem.lost()
-    assert health.snapshot == LinkSnapshot()
+    assert health.readings == LinkReadings()
     engine.answer("+CEREG: 0,1")  # a late answer is not taken
     assert engine.pending == []
-    assert health.snapshot == LinkSnapshot()
+    assert health.readings == LinkReadings()
     clock.advance(300)
     assert engine.pending == []
     modem.ready()  # back: polled again at once
     answer_all(engine)
-    assert health.snapshot.registration == Registration(mode=0, status=1)
+    assert health.readings.registration == Registration(mode=0, status=1)
 
 
 def test_stop_detaches(setup: Any) -> None:
@@ -337,8 +354,25 @@ def test_health_polls_never_go_ahead_of_queued_sends() -> None:
     clock.advance(0)
     engine.dataReceived(b"\r\nERROR\r\n")  # QENG not supported: that value stays absent
     clock.advance(0)
-    assert health.snapshot == LinkSnapshot(
+    assert health.readings == LinkReadings(
         signal=SignalQuality(rssi=20, rssi_dbm=-73),
         registration=Registration(mode=0, status=5),
         cell=None,
     )
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_module_identity_asks_ati_at_each_ready_and_keeps_the_answer() -> None:
+    engine = FakeEngine()
+    modem = FakeModem(engine=engine)
+    identity = ModuleIdentity(modem)  # type: ignore[arg-type]
+    assert identity.info == ModuleInfo() and engine.sent == []
+    modem.ready()
+    assert engine.sent == [("ATI", Priority.LOW, IDENTIFY_TIMEOUT)]
+    engine.answer("Quectel_Ltd", "Quectel_BC26", "Revision: BC26NBR01A10")
+    assert identity.info == ModuleInfo("Quectel_Ltd", "Quectel_BC26", "BC26NBR01A10")
+    modem.ready()  # after a restart: asked again; an unanswered ATI keeps what was known
+    engine.time_out()
+    assert identity.info.firmware == "BC26NBR01A10"

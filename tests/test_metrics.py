@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,29 +23,35 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from bridged.config import Endpoint, load_config, parse_config
 from bridged.core.channel import ChannelState
-from bridged.emulator import Emulator, ResultCode
-from bridged.ops.metrics import (
-    AT_DURATION_BUCKETS,
-    ATStats,
-    attach_at_stats,
-    install_metrics,
-    make_registry,
-)
-from bridged.shell.at_engine import ATEngine
-from bridged.shell.daemon import Daemon
-from bridged.shell.link_health import (
-    LinkHealth,
-    LinkSnapshot,
+from bridged.core.link_readings import (
+    LinkReadings,
     Registration,
     ServingCell,
     SignalQuality,
-    start_link_health,
+    parse_cereg,
+    parse_csq,
+    parse_qeng,
 )
+from bridged.emulator import Emulator, ResultCode
+from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
+from bridged.ops.metrics import (
+    AT_DURATION_BUCKETS,
+    FAMILIES,
+    ATStats,
+    install_metrics,
+    make_registry,
+)
+from bridged.ops.status import install_status
+from bridged.ops.web import health_report
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.daemon import Daemon, Readout
+from bridged.shell.link_health import LinkHealth, start_link_health
 from bridged.shell.modem import ModemState
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
@@ -130,8 +137,16 @@ sockets:
 """
 
 
+def readout(daemon: Daemon, stats: ATStats | None = None, health: Any = None) -> Readout:
+    """What the composition root gives metrics, /healthz and status to read."""
+    source = Readout(daemon)
+    source.at_stats = stats or ATStats()
+    source.link_health = health
+    return source
+
+
 def collect(daemon: Daemon, stats: ATStats | None = None, health: Any = None) -> Scrape:
-    registry = make_registry(daemon, stats or ATStats(), health)
+    registry = make_registry(readout(daemon, stats, health))
     return Scrape(generate_latest(registry).decode())
 
 
@@ -212,7 +227,7 @@ def test_socket_stats_and_state_are_read_at_scrape_time() -> None:
 def test_at_totals_survive_a_new_engine() -> None:
     """A serial reopen builds a new ATEngine; counters must carry on, not restart."""
     daemon = daemon_from(TWO_SOCKETS)
-    stats = attach_at_stats(daemon)
+    stats = Readout(daemon).count_at_traffic()
     assert stats.engine_created in daemon.modem.engine_listeners
 
     def new_engine() -> ATEngine:
@@ -267,7 +282,7 @@ def test_link_gauges_are_absent_when_unknown_never_zero() -> None:
     s = collect(daemon, health=health)
     link = {n for n in s.names() if n.startswith(("bridged_signal", "bridged_network"))}
     assert link == set()
-    health.snapshot = LinkSnapshot(
+    health.readings = LinkReadings(
         signal=SignalQuality(rssi=None, rssi_dbm=None),  # +CSQ: 99,99
         registration=Registration(mode=0, status=2),
         cell=ServingCell(
@@ -302,13 +317,127 @@ def test_link_gauges_are_absent_when_unknown_never_zero() -> None:
     )
 
 
+# --------------------------------------------------------------------------- pinned output
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@dataclass
+class PinnedState:
+    """Daemon objects in one fixed state, every value distinct, and what reads them."""
+
+    daemon: Daemon
+    stats: ATStats
+    health: LinkHealth
+    clock: Clock
+
+
+def pinned_state() -> PinnedState:
+    """Every family with samples, every label set, no two values equal by chance."""
+    daemon = daemon_from(TWO_SOCKETS)
+    modem = daemon.modem
+    modem.state = ModemState.READY
+    modem.serial_reopens = 3
+    modem.restarts.update({"reboot": 2, "reset": 1, "firmware_update": 7})
+    daemon.listening = True
+    daemon.pump.chunks_sent = 41
+    engine = ATEngine(Clock(), guard_time=0.0)
+    engine.makeConnection(StringTransport())
+    modem.engine = engine
+    stats = ATStats()
+    stats.attach(engine)
+    engine.dataReceived(b'\r\n+QSSLURC: "closed",4,0\r\n\r\nRDY\r\n+WEIRD: 1\r\n')
+    engine.dataReceived(b'\r\n+QSSLURC: "recv",4,0,2,"zzzz"\r\n')  # not hex
+    engine.dataReceived(b'\r\n+QSSLURC: "closed",1,0\r\n')
+    engine.command("AT+CGMR")  # never answered: one command in flight
+    engine.bytes_out += 1234
+    stats.observe_command("AT+QSSLSEND", "ok", 0.61)
+    stats.observe_command("AT+QSSLSEND", "ok", 0.004)
+    stats.observe_command("AT+QSSLSEND", "error", 2.5)
+    stats.observe_command("AT+CSQ", "timeout", 5.0)
+    stats.observe_command("AT+QSSLOPEN", "ok", 75.0)
+    for n, bridge in enumerate(daemon.bridges, start=1):
+        s = bridge.stats
+        s.tx_bytes, s.rx_bytes, s.rx_dropped_bytes = 1000 * n, 2000 * n + 1, 30 * n
+        s.tx_lost_bytes, s.remote_closes, s.send_failures = 7 * n, 2 * n, 5 * n
+        s.opens.update({"ok": 3 * n, "cert_error": n, "surprise": 11})
+        s.client_connections.update({"accepted": 5 * n, "refused": 13 * n})
+        s.streams_broken.update({"idle_timeout": n, "send_stall": 17, "new_reason": 19})
+        s.state_since, s.client_since = 100.0 * n, 150.0 * n
+        s.error(f"socket {bridge.connect_id}: open failed: timeout (-7)", 90.0 * n)
+    open_bridge = daemon.bridges[1]
+    channel = open_bridge.channel
+    channel._state = ChannelState.OPEN
+    channel._queue = bytearray(b"q" * 23)
+    channel._recv_buffer = bytearray(b"r" * 29)
+    open_bridge.client = SimpleNamespace(peer="127.0.0.1:50122")  # type: ignore[assignment]
+    daemon.bridges[0].channel._state = ChannelState.CLOSING
+    health = LinkHealth(reactor, modem, interval=60)
+    health.readings = LinkReadings(
+        signal=parse_csq([SIGNAL_QUALITY_LINE]),
+        registration=parse_cereg(["+CEREG: 0,5"]),
+        cell=parse_qeng([ENGINEERING_LINE]),
+    )
+    health.updated_at = 470.0
+    clock = Clock()
+    clock.advance(400)
+    return PinnedState(daemon, stats, health, clock)
+
+
+def pinned_readout(state: PinnedState) -> Readout:
+    return readout(state.daemon, state.stats, state.health)
+
+
+def pinned_metrics(state: PinnedState) -> str:
+    return generate_latest(make_registry(pinned_readout(state))).decode()
+
+
+def pinned_health(state: PinnedState) -> str:
+    return json.dumps(health_report(pinned_readout(state)()), indent=2) + "\n"
+
+
+def pinned_status(state: PinnedState) -> str:
+    current = install_status(pinned_readout(state), state.clock)
+    state.clock.advance(100)
+    return json.dumps(current().to_json(), indent=2) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("render", "golden"),
+    [
+        (pinned_metrics, "metrics.prom"),
+        (pinned_health, "healthz.json"),
+        (pinned_status, "status.json"),
+    ],
+)
+def test_output_in_a_fixed_state_is_pinned(render: Any, golden: str) -> None:
+    """The exact /metrics text (names, types, help, labels, values, order), /healthz body
+    and status reply: dashboards, alerts and scripts read them, so any change shows here."""
+    assert render(pinned_state()) == (GOLDEN / golden).read_text()
+
+
+def test_the_family_table_is_consistent() -> None:
+    """Each row: a unique name, and every sample it reads carries one value per label (a
+    short tuple would be silently cut by prometheus_client)."""
+    names = [family.name for family in FAMILIES]
+    assert len(names) == len(set(names)) == 38
+    snapshot = pinned_readout(pinned_state())()
+    for family in FAMILIES:
+        samples = family.samples(snapshot)
+        assert samples is not None, family.name  # the pinned state shows every family
+        for labels, _ in samples:
+            assert len(labels) == len(family.labels), family.name
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[Daemon, int]]:
     daemon = daemon_from(TWO_SOCKETS)
-    port = install_metrics(daemon, reactor, Endpoint("127.0.0.1", 0))
+    source = Readout(daemon)
+    source.count_at_traffic()
+    port = install_metrics(source, reactor, Endpoint("127.0.0.1", 0))
     yield daemon, port.getHost().port  # type: ignore[attr-defined]
     port.stopListening()
 
@@ -449,8 +578,13 @@ metrics: {{listen: "127.0.0.1:{free_port()}"}}
     config = load_config(config_path)
     assert config.metrics is not None
     daemon = Daemon(reactor, config)
-    health = start_link_health(daemon, reactor)
-    port = install_metrics(daemon, reactor, config.metrics.listen, link_health=health)
+    health = start_link_health(
+        daemon.modem, reactor, config.modem.health_interval, config.modem.command_timeout
+    )
+    source = Readout(daemon)
+    source.link_health = health
+    source.count_at_traffic()
+    port = install_metrics(source, reactor, config.metrics.listen)
     bench = Bench(daemon, emulator, port, health)
     try:
         await emulator.when_ready()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trustme
 
-from bridged.tools.probe import probe_main
+from bridged.tools.probe.cli import probe_main
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import (
     LOOPBACK,

@@ -19,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 
 from bridged.config import parse_config
+from bridged.core.link_readings import LinkReadings, parse_cereg, parse_csq, parse_qeng
 from bridged.emulator.basic_commands import ENGINEERING_LINE, SIGNAL_QUALITY_LINE
 from bridged.ops.metrics import ATStats, make_registry
-from bridged.shell.daemon import Daemon
-from bridged.shell.link_health import LinkHealth, LinkSnapshot, parse_cereg, parse_csq, parse_qeng
+from bridged.shell.daemon import Daemon, Readout
+from bridged.shell.link_health import LinkHealth
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -65,12 +66,14 @@ def full_exposition() -> str:
     stats.observe_command("AT+QSSLSEND", "ok", 0.61)
     stats.observe_command("AT+CSQ", "timeout", 5.0)
     health = LinkHealth(reactor, daemon.modem, interval=60)
-    health.snapshot = LinkSnapshot(
+    health.readings = LinkReadings(
         signal=parse_csq([SIGNAL_QUALITY_LINE]),
         registration=parse_cereg(["+CEREG: 0,1"]),
         cell=parse_qeng([ENGINEERING_LINE]),
     )
-    return generate_latest(make_registry(daemon, stats, health)).decode()
+    readout = Readout(daemon)
+    readout.at_stats, readout.link_health = stats, health
+    return generate_latest(make_registry(readout)).decode()
 
 
 def exported_families() -> dict[str, str]:

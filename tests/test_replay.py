@@ -4,13 +4,15 @@ without payloads, a trace replays to the same commands, answers and events."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridged.core.at_codec import ClosedUrc, OpenResult, ProtocolError, RecvUrc, SendResult
-from bridged.core.serial_trace import TraceRecorder, parse_trace
-from bridged.tools.replay import Replay, replay_entries
+from bridged.core.serial_trace import HEADER, TraceRecorder, parse_trace
+from bridged.tools.replay import Replay, replay_entries, replay_main
 
 #: A dialogue: (who, bytes). Uploads, sends, async results, recv URCs both formats,
 #: a URC inside a response, a damaged URC, a late answer.
@@ -137,3 +139,50 @@ def test_a_timeout_is_read_from_the_host_moving_on() -> None:
     assert replay.commands == [("AT+QSSLSEND=1,0,2", "timeout"), ("AT+CSQ", "OK")]
     assert replay.observed == [("AT+QSSLSEND", "timeout"), ("AT+CSQ", "ok")]
     assert replay.unmatched == 0 and replay.protocol_errors == 0
+
+
+#: A BC660K-GL's dialogue: contextID 0, its one socket 0, a recv longer than a BC26's 650.
+BC660K_DIALOGUE: list[tuple[str, bytes]] = [
+    ("H", b'AT+QSSLCFG=0,0,"dataformat",0,1\r'),
+    ("M", b"\r\nOK\r\n"),
+    ("H", b'AT+QSSLOPEN=0,0,"h.example",443,0\r'),
+    ("M", b"\r\nOK\r\n\r\n+QSSLOPEN: 0,0,0\r\n"),
+    ("H", b"AT+QSSLSEND=0,0,2\r"),
+    ("M", b"\r\n> "),
+    ("H", b"hi"),
+    ("M", b"\r\nOK\r\n\r\n+QSSLSEND: 0,0,0\r\n"),
+    ("M", b'\r\n+QSSLURC: "recv",0,0,1400,"' + b"41" * 1400 + b'"\r\n'),
+    ("M", b'\r\n+QSSLURC: "closed",0,0\r\n'),
+]
+
+
+def test_a_bc660k_trace_replays_with_its_own_ids() -> None:
+    """The trace's own QSSL commands name the module's context: no --model needed."""
+    replay = _replay(BC660K_DIALOGUE)
+    assert replay.events == [
+        OpenResult(0, 0),
+        SendResult(0, 0),
+        RecvUrc(0, b"A" * 1400),
+        ClosedUrc(0),
+    ]
+    assert (replay.protocol_errors, replay.unmatched) == (0, 0)
+    assert any("answers AT+QSSLOPEN=0,0," in line for line in replay.lines)
+
+
+def test_model_option_reads_a_trace_that_begins_mid_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a host command to learn from, ``--model`` says which module spoke."""
+    trace = tmp_path / "serial.trace"
+    recorder = TraceRecorder()
+    lines = [HEADER]
+    for n, data in enumerate(
+        (b'\r\n+QSSLURC: "recv",0,0,2,"4142"\r\n', b'\r\n+QSSLURC: "closed",0,0\r\n')
+    ):
+        lines += recorder.module_sent(data, float(n))
+    trace.write_text("\n".join(lines) + "\n")
+    assert replay_main([str(trace)]) == 1  # read as a BC26: unknown socket 0,0
+    capsys.readouterr()
+    assert replay_main(["--model", "bc660k", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert '+QSSLURC: "recv" socket 0, 2 bytes' in out and " 0 protocol error(s)" in out

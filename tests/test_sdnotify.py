@@ -24,8 +24,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from bridged.core.channel import ChannelState
-from bridged.ops import sdnotify
+from bridged.ops import snapshot
 from bridged.ops.sdnotify import SystemdNotifier, install_systemd_notify, watchdog_ok
+from bridged.ops.snapshot import DaemonSnapshot, ModemSnapshot, SocketSnapshot
 from bridged.shell.modem import ModemState
 
 
@@ -131,7 +132,7 @@ def test_no_notify_socket_means_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not notifier.enabled
     assert not notifier.ready() and not notifier.watchdog() and not notifier.stopping()
     daemon = StandIn()
-    assert install_systemd_notify(daemon, Clock()) is not None
+    assert daemon.install(Clock()) is not None
     assert daemon.state_listeners == []
 
 
@@ -165,8 +166,9 @@ def test_watchdog_interval_is_half_the_period(env: dict[str, str], expected: flo
 
 
 def test_state_values_match_the_modem() -> None:
-    assert ModemState.SERIAL_DOWN.value == sdnotify.SERIAL_DOWN
-    assert ModemState.INITIALISING.value == sdnotify.INITIALISING
+    assert ModemState.SERIAL_DOWN.value == snapshot.SERIAL_DOWN
+    assert ModemState.INITIALISING.value == snapshot.INITIALISING
+    assert ModemState.READY.value == snapshot.READY
 
 
 # ---------------------------------------------------------------------- the daemon's side
@@ -177,6 +179,9 @@ class Modem:
     state: ModemState = ModemState.SERIAL_DOWN
     healthy: bool = True
 
+    def snapshot(self) -> ModemSnapshot:
+        return ModemSnapshot("/dev/ttyBC26", 115200, self.state.value, self.healthy, 0)
+
 
 @dataclass
 class Bridge:
@@ -185,7 +190,7 @@ class Bridge:
 
 @dataclass
 class StandIn:
-    """The attributes of bridged.shell.daemon.Daemon that the notifier reads."""
+    """A daemon as the notifier meets it: announcements, and snapshots to read."""
 
     modem: Modem = field(default_factory=Modem)
     bridges: list[Bridge] = field(default_factory=lambda: [Bridge(), Bridge()])
@@ -196,6 +201,25 @@ class StandIn:
     @property
     def ready(self) -> bool:
         return self.modem.state is ModemState.READY and self.listening
+
+    def snapshot(self) -> DaemonSnapshot:
+        sockets = [
+            SocketSnapshot(n, "on-demand", f"127.0.0.1:{17100 + n}", "example.com:443", b.state,
+                           client_peer=None, queued_bytes=0, recv_buffered_bytes=0,
+                           idle_timeout=0.0)
+            for n, b in enumerate(self.bridges)
+        ]  # fmt: skip
+        return DaemonSnapshot(
+            modem=self.modem.snapshot(),
+            engine=None,
+            ready=self.ready,
+            listening=self.listening,
+            send_chunks=0,
+            sockets=tuple(sockets),
+        )
+
+    def install(self, clock: Clock) -> SystemdNotifier:
+        return install_systemd_notify(clock, self.snapshot, self.state_listeners, self.ready_once)
 
     def announce(self, status: str) -> None:
         for listener in list(self.state_listeners):
@@ -222,7 +246,7 @@ def watched(path_receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> tuple[R
 def test_lifecycle_datagrams(watched: tuple[Receiver, Clock]) -> None:
     rx, clock = watched
     daemon = StandIn()
-    notifier = install_systemd_notify(daemon, clock)
+    notifier = daemon.install(clock)
     # Serial port not open yet: the modem retries by itself, so the watchdog is fed.
     assert rx.drain() == ["STATUS=starting: waiting for the serial device", "WATCHDOG=1"]
 
@@ -274,7 +298,7 @@ def test_lifecycle_datagrams(watched: tuple[Receiver, Clock]) -> None:
 def test_watchdog_is_held_back_while_the_engine_is_wedged(watched: tuple[Receiver, Clock]) -> None:
     rx, clock = watched
     daemon = StandIn(modem=Modem(ModemState.READY), listening=True)
-    notifier = install_systemd_notify(daemon, clock)
+    notifier = daemon.install(clock)
     assert rx.drain() == ["STATUS=ready: 2 socket(s), 0 open", "WATCHDOG=1"]
     hook = notifier.daemon_hook
     assert hook is not None
@@ -310,18 +334,18 @@ def test_watchdog_is_held_back_while_the_engine_is_wedged(watched: tuple[Receive
 
 
 def test_watchdog_ok_decisions() -> None:
-    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN))  # never opened: retrying
-    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN, healthy=False))  # unplugged
-    assert watchdog_ok(Modem(ModemState.INITIALISING))
-    assert watchdog_ok(Modem(ModemState.READY))
-    assert not watchdog_ok(Modem(ModemState.READY, healthy=False))
-    assert not watchdog_ok(Modem(ModemState.INITIALISING, healthy=False))
+    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN).snapshot())  # never opened: retrying
+    assert watchdog_ok(Modem(ModemState.SERIAL_DOWN, healthy=False).snapshot())  # unplugged
+    assert watchdog_ok(Modem(ModemState.INITIALISING).snapshot())
+    assert watchdog_ok(Modem(ModemState.READY).snapshot())
+    assert not watchdog_ok(Modem(ModemState.READY, healthy=False).snapshot())
+    assert not watchdog_ok(Modem(ModemState.INITIALISING, healthy=False).snapshot())
 
 
 def test_ready_once_alone_also_sends_ready(watched: tuple[Receiver, Clock]) -> None:
     rx, clock = watched
     daemon = StandIn(modem=Modem(ModemState.READY), listening=True)
-    install_systemd_notify(daemon, clock)
+    daemon.install(clock)
     rx.drain()
     daemon.ready_once.callback(None)
     assert rx.drain() == ["READY=1\nSTATUS=ready: 2 socket(s), 0 open"]
@@ -331,7 +355,7 @@ def test_ready_once_alone_also_sends_ready(watched: tuple[Receiver, Clock]) -> N
 
 def test_without_watchdog_usec_no_loop_runs(path_receiver: Receiver) -> None:
     clock = Clock()
-    install_systemd_notify(StandIn(), clock)
+    StandIn().install(clock)
     assert path_receiver.drain() == ["STATUS=starting: waiting for the serial device"]
     assert clock.getDelayedCalls() == []
 
@@ -358,7 +382,7 @@ async def test_real_daemon_on_the_emulator_notifies_ready_and_stopping(
 
     from bridged.config import load_config
     from bridged.emulator import FAST, Emulator
-    from bridged.shell.daemon import Daemon
+    from bridged.shell.daemon import Daemon, Readout
     from tests.support.waiting import wait_until
 
     emulator = Emulator(short_dir / "ttyBC26", profile=FAST, seed=1)
@@ -378,7 +402,9 @@ metrics: {{enabled: false}}
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # 0.2 s pings, to see a few in the test
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     daemon = Daemon(reactor, load_config(str(config_path)))
-    notifier = install_systemd_notify(daemon, reactor)
+    notifier = install_systemd_notify(
+        reactor, Readout(daemon), daemon.state_listeners, daemon.ready_once
+    )
     hook = notifier.daemon_hook
     assert hook is not None
     seen: list[str] = []
@@ -410,22 +436,23 @@ def test_watchdog_follows_the_lifecycle_not_only_the_session() -> None:
     comes, say. The watchdog reads the real Modem's ``healthy`` (lifecycle and session)."""
     from bridged.shell.modem import Modem as RealModem
     from bridged.shell.modem import ModemOptions
+    from bridged.shell.snapshots import modem_snapshot
 
     modem = RealModem(Clock(), ModemOptions(device="/dev/null"), [])  # type: ignore[arg-type]
     life = modem.lifecycle
     life.opened(0.0)
     modem.state = ModemState.INITIALISING
-    assert watchdog_ok(modem)
+    assert watchdog_ok(modem_snapshot(modem))
     life.ready(life.generation, 1.0)
     modem.state = ModemState.READY
-    assert watchdog_ok(modem)
+    assert watchdog_ok(modem_snapshot(modem))
     # The module stops answering: the ladder is climbed; the session has nothing in
     # flight and says healthy, but the modem is not.
     life.unresponsive(2.0)
     assert modem.engine is not None and modem.engine.healthy
     assert not modem.healthy
-    assert not watchdog_ok(modem)
+    assert not watchdog_ok(modem_snapshot(modem))
     # Ready again: the pings resume.
     life.opened(3.0)
     life.ready(life.generation, 4.0)
-    assert watchdog_ok(modem)
+    assert watchdog_ok(modem_snapshot(modem))

@@ -20,10 +20,13 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from bridged.core.module_profile import BC26, ModuleProfile, load_profile_file
+from bridged.core.at_codec import OpenResult
+from bridged.core.module_profile import BC26, BC660K, BC950K, ModuleProfile, load_profile_file
 from bridged.emulator import FAST, Emulator
-from bridged.tools.selftest import EchoServer, Selftest, SelftestOptions, run_on_device
-from bridged.tools.selftest_line import port_holders
+from bridged.tools.replay import replay_files
+from bridged.tools.selftest.findings import EchoServer, Selftest, SelftestOptions
+from bridged.tools.selftest.line import port_holders
+from bridged.tools.selftest.run import run_on_device
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import RunningServer, free_port, start_socat_echo_server
 from tests.support.waiting import wait_until
@@ -198,10 +201,18 @@ async def test_selftest_refuses_a_port_in_use_naming_the_holder(tmp_path: Path) 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("module", "model_args"),
+    [(BC26, []), (BC950K, ["--model", "bc950k"])],
+    ids=["bc26-auto", "bc950k-model"],
+)
 @pytest_twisted.ensureDeferred
-async def test_selftest_command_without_echo_reports_json(tmp_path: Path) -> None:
-    """The command line end to end, no echo server: what it can test, and says what not."""
-    emulator = Emulator(tmp_path / "tty", profile=FAST)
+async def test_selftest_command_without_echo_reports_json(
+    module: ModuleProfile, model_args: list[str], tmp_path: Path
+) -> None:
+    """The command line end to end, no echo server: what it can test, and says what not;
+    on a BC950K-GL (``--model``) with its contextID 0 and one socket."""
+    emulator = Emulator(tmp_path / "tty", profile=FAST, module_profile=module)
     emulator.start()
     try:
         await emulator.when_ready()
@@ -217,6 +228,7 @@ async def test_selftest_command_without_echo_reports_json(tmp_path: Path) -> Non
                 "--out",
                 str(tmp_path / "o"),
                 "--json",
+                *model_args,
             ],
             capture_output=True,
             text=True,
@@ -231,7 +243,43 @@ async def test_selftest_command_without_echo_reports_json(tmp_path: Path) -> Non
     assert verdicts["qsslcfg.read"] == verdicts["qsslcfg.ranges"] == "as assumed"
     assert verdicts["malformed"] == verdicts["open.dns_failure"] == "as assumed"
     assert verdicts["open.wrong_ca"] == verdicts["pipelining"] == "not tested"
-    assert report["differs"] == []
-    assert (
-        load_profile_file(tmp_path / "o" / "module-profile.yaml").open_results == BC26.open_results
-    )
+    assert report["differs"] == [] and report["base"] == module.name
+    written = load_profile_file(tmp_path / "o" / "module-profile.yaml")
+    assert (written.context_id, written.open_results) == (module.context_id, module.open_results)
+
+
+@pytest_twisted.ensureDeferred
+async def test_selftest_of_a_bc660k_uses_its_context_and_its_one_socket(
+    pki: Pki, echo_server: RunningServer, tmp_path: Path
+) -> None:
+    """``--model auto``: ATI names a BC660K-GL, and every check then speaks contextID 0 on
+    connectID 0 with the BC660K's limits; what it finds is what its profile says, and the
+    transcript replays with those ids."""
+    timing = dataclasses.replace(FAST, prompt_max_delay=0.05, rtt=0.1)
+    emulator = Emulator(tmp_path / "tty", profile=timing, module_profile=BC660K, seed=3)
+    emulator.start()
+    emulator.use_max_prompt_delay()
+    try:
+        await emulator.when_ready()
+        echo = EchoServer(
+            "127.0.0.1", echo_server.port, pki.ca_cert, pki.client_cert, pki.client_key, free_port()
+        )
+        options = SelftestOptions(echo=echo, sends_per_step=3, prompt_steps=STEPS)
+        out = tmp_path / "out"
+        out.mkdir()
+        t, _ = await deferToThread(run_on_device, str(emulator.device_path), 115200, options, out)
+    finally:
+        emulator.stop()
+
+    verdicts = {f.key: f.verdict.value for f in t.findings}
+    assert t.base is BC660K
+    assert [k for k, v in verdicts.items() if v != "as assumed"] == []
+    observed = _observed(t)
+    assert observed["open.success"] == 0 and observed["pipelining"] == "refused"
+    assert observed["ssl_versions"] == [1, 2, 3, 4]  # no SSL 3.0 on a BC660K
+    # Its largest send (1024 bytes) came back in URCs a BC26 could not have sent.
+    assert observed["recv.hex.largest"] == observed["recv.text.largest"] == 1024
+    assert load_profile_file(out / "module-profile.yaml").context_id == 0
+    replay = replay_files([out / "transcript.trace"])
+    assert replay.protocol_errors == 0
+    assert any(isinstance(e, OpenResult) and e.connect_id == 0 for e in replay.events)

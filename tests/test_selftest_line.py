@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import serial
 
-from bridged.tools.selftest import open_socket, send
-from bridged.tools.selftest_line import Line
+from bridged.tools.selftest.line import Line
+from bridged.tools.selftest.socket_commands import open_socket, send
 
 #: (what the host's bytes must contain, what the module then answers)
 Script = list[tuple[bytes, bytes]]

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridged.core.at_codec import ATDecoder, DataFormat, RecvUrc
-from bridged.core.serial_trace import HOST, MODULE, TraceRecorder, escape, parse_trace, unescape
+from bridged.core.module_profile import BC20, BC26, BC660K, BC950K, ModuleProfile
+from bridged.core.serial_trace import (
+    HOST,
+    MODULE,
+    TraceRecorder,
+    escape,
+    module_of_command,
+    parse_trace,
+    unescape,
+)
 
 PEM = b"-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL\r\n-----END PRIVATE KEY-----\n"
 
@@ -112,3 +122,52 @@ def test_send_payload_is_replaced_by_its_length_until_the_final_result() -> None
     lines += recorder.host_wrote(b"AT\r", 1.8)
     assert lines[2:4] == ["1.600000 H [payload 2]\n", "1.600000 H [payload 2]\n"]
     assert lines[-1] == "1.800000 H |AT\\r\n"
+
+
+#: A BC660K-GL (contextID 0, one socket, recv text): a recv URC whose data holds a line
+#: end and "OK" arrives while the host waits for '>'.
+_BC660K_RECV_WITH_OK = b'\r\n+QSSLURC: "recv",0,0,8,"a\r\nOK\r\nb"\r\n'
+
+
+def test_a_bc660k_recv_holding_ok_does_not_end_an_upload_or_send_early() -> None:
+    """The recorder reads the module's context from the host's commands: on a BC660K a
+    recv URC is data, not lines, so its "OK" cannot end the data phase and let a key or
+    an elided payload into the trace."""
+    recorder = TraceRecorder(keep_payload=False)
+    lines: list[str] = []
+    for who, data in (
+        ("H", b'AT+QSSLCFG=0,0,"dataformat",1,0\r'),
+        ("M", b"\r\nOK\r\n"),
+        ("H", b'AT+QSSLCFG=0,0,"clientkey"\r'),
+        ("M", _BC660K_RECV_WITH_OK),
+        ("M", b"\r\n> "),
+        ("H", PEM + b"\x1a"),
+        ("M", b'\r\n+QSSLCFG: 0,0,"clientkey",%d\r\n\r\nOK\r\n' % len(PEM)),
+        ("H", b"AT+QSSLSEND=0,0,5\r"),
+        ("M", _BC660K_RECV_WITH_OK),
+        ("M", b"\r\n> "),
+        ("H", b"68656C6C6F"),
+        ("M", b"\r\nOK\r\n\r\n+QSSLSEND: 0,0,0\r\n"),
+    ):
+        lines += (recorder.host_wrote if who == "H" else recorder.module_sent)(data, 1.0)
+    trace = "\n".join(lines)
+    assert "SECRETKEYMATERIAL" not in trace and f"[redacted {len(PEM) + 1}]" in trace
+    assert "68656C6C6F" not in trace and "[payload 10]" in trace
+
+
+@pytest.mark.parametrize(
+    ("line", "current", "expected"),
+    [
+        (b'AT+QSSLCFG=0,0,"dataformat",0,1', BC26, BC660K),  # a BC660K-GL's context
+        (b"AT+QSSLSEND=1,3,10", BC660K, BC26),
+        (b"AT+QSSLSEND=1,3,10", BC20, BC20),  # the same context: kept
+        (b'AT+QSSLOPEN=0,0,"h",1,0', BC950K, BC950K),
+        (b"AT+QSSLSEND=7,0,1", BC26, BC26),  # no module has context 7
+        (b"ATI", BC660K, BC660K),
+        (b"AT+CSQ", BC26, BC26),
+    ],
+)
+def test_module_of_command_reads_the_context_a_qssl_command_names(
+    line: bytes, current: ModuleProfile, expected: ModuleProfile
+) -> None:
+    assert module_of_command(line, current) is expected

@@ -6,15 +6,14 @@ import json
 
 import pytest
 
+from bridged.core.link_readings import ModuleInfo, parse_ati
 from bridged.ops.status import (
     ClientStatus,
     LinkStatus,
-    ModuleInfo,
     SerialStatus,
     SocketStatus,
     Status,
     format_age,
-    parse_ati,
     render_status,
     status_reply,
 )

@@ -27,7 +27,9 @@ Ctrl+Z or Esc that ends the upload is redacted (the module answering a final res
 before any ``>`` ends it early: the host then sends no certificate). With payloads off,
 QSSLSEND data (host bytes after ``>`` until the module's final result) and recv URC data
 (counted by the URC's length field and the socket's data format, which the recorder
-follows from the host's ``"dataformat"`` commands) are replaced by their length.
+follows from the host's ``"dataformat"`` commands) are replaced by their length. Which
+module speaks (its contextID, sockets, recv limits) is read off the host's QSSL commands
+(:func:`module_of_command`): nobody need tell the recorder the model.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bridged.core.at_codec import ATDecoder, DataFormat, FinalResult, Prompt
+from bridged.core.module_profile import BUILTIN_PROFILES, ModuleProfile
 
 HEADER = "# bridged serial trace v1"
 HOST = "H"
@@ -51,6 +54,7 @@ _SEND_COMMAND = re.compile(rb"AT\+QSSLSEND=", re.IGNORECASE)
 _DATAFORMAT_COMMAND = re.compile(
     rb'AT\+QSSLCFG=\s*\d+\s*,\s*(\d+)\s*,\s*"dataformat"\s*,\s*(\d)\s*,\s*(\d)\s*$', re.IGNORECASE
 )
+_QSSL_CONTEXT = re.compile(rb"AT\+QSSL[A-Z]+=\s*(\d+)\s*,", re.IGNORECASE)
 _RECV_PREFIX = b'+QSSLURC: "recv",'
 _RECV_HEADER = re.compile(rb"\s*\d+\s*,\s*(\d+)\s*,\s*(\d+)\s*,")
 _RECV_HEADER_MAX = 24
@@ -87,6 +91,17 @@ def unescape(text: str) -> bytes:
         return chr(int(code[1:], 16))
 
     return _UNESCAPE.sub(one, text).encode("latin-1")
+
+
+def module_of_command(line: bytes, current: ModuleProfile) -> ModuleProfile:
+    """The module a host command line shows: a QSSL command names the module's contextID,
+    so when it is not ``current``'s, the built-in profile with that context replaces it
+    (a BC26's 1, a BC660K-GL's 0); any other line leaves ``current``."""
+    match = _QSSL_CONTEXT.match(line)
+    if match is None or int(match.group(1)) == current.context_id:
+        return current
+    context_id = int(match.group(1))
+    return next((p for p in BUILTIN_PROFILES.values() if p.context_id == context_id), current)
 
 
 class _HostPhase(Enum):
@@ -166,14 +181,23 @@ class TraceRecorder:
 
     # -- internals -------------------------------------------------------------------
     def _command_line(self, line: bytes) -> None:
+        module = module_of_command(line, self._decoder.profile)
+        if module is not self._decoder.profile:
+            self._decoder.set_profile(module)  # which forgets the formats: tell them again
+            for connect_id in self._recv_hex:
+                self._tell_recv_format(connect_id)
         if _UPLOAD_COMMAND.match(line):
             self._phase = _HostPhase.UPLOAD_ASKED
         elif _SEND_COMMAND.match(line):
             self._phase = _HostPhase.SEND_ASKED
         elif m := _DATAFORMAT_COMMAND.match(line):
-            connect_id, recv = int(m.group(1)), m.group(3) == b"1"
-            self._recv_hex[connect_id] = recv
-            self._decoder.set_recv_format(connect_id, DataFormat.HEX if recv else DataFormat.TEXT)
+            connect_id = int(m.group(1))
+            self._recv_hex[connect_id] = m.group(3) == b"1"
+            self._tell_recv_format(connect_id)
+
+    def _tell_recv_format(self, connect_id: int) -> None:
+        recv_hex = self._recv_hex[connect_id]
+        self._decoder.set_recv_format(connect_id, DataFormat.HEX if recv_hex else DataFormat.TEXT)
 
     def _elide_recv(self, data: bytes) -> Iterator[str]:
         """Module bytes with recv URC data replaced by ``[recv N]`` records."""

@@ -6,7 +6,9 @@ namespace. Each notification is one datagram of ``KEY=VALUE`` lines. Without
 ``$NOTIFY_SOCKET`` (run by hand, in tests, under another supervisor) everything here is a
 no-op.
 
-:func:`install_systemd_notify` connects a running :class:`bridged.shell.daemon.Daemon` to it:
+:func:`install_systemd_notify` connects a running daemon to it: it reads a
+:class:`~bridged.ops.snapshot.DaemonSnapshot` and hears the daemon's announcements
+("ready", "stopping", "module lost: ...");
 
 * ``READY=1`` once the module is initialised and the listeners are up (the first "ready");
 * ``STATUS=`` whenever the daemon's state changes, and on each watchdog tick if the text
@@ -21,9 +23,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from enum import Enum
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,11 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from bridged.core.channel import ChannelState
-
-# bridged.shell.modem.ModemState values, compared by value so that this module does not import
-# the serial stack (tests/test_sdnotify.py checks that they match).
-SERIAL_DOWN = "serial-down"
-INITIALISING = "initialising"
+from bridged.ops.snapshot import INITIALISING, SERIAL_DOWN, DaemonSnapshot, ModemSnapshot
 
 log = Logger(namespace="bridged.sdnotify")
 
@@ -160,39 +157,7 @@ def _status_field(text: str) -> str:
 # ---------------------------------------------------------------------- the daemon's side
 
 
-class ModemView(Protocol):
-    @property
-    def state(self) -> Enum: ...  # bridged.shell.modem.ModemState
-
-    @property
-    def healthy(self) -> bool: ...  # lifecycle (recovery ladder) and AT session together
-
-
-class BridgeView(Protocol):
-    @property
-    def state(self) -> ChannelState: ...
-
-
-class NotifiedDaemon(Protocol):
-    """What the notifier reads of :class:`bridged.shell.daemon.Daemon`."""
-
-    @property
-    def modem(self) -> ModemView: ...
-
-    @property
-    def bridges(self) -> Sequence[BridgeView]: ...
-
-    @property
-    def ready(self) -> bool: ...
-
-    @property
-    def ready_once(self) -> defer.Deferred[None]: ...
-
-    @property
-    def state_listeners(self) -> list[Callable[[str], None]]: ...
-
-
-def watchdog_ok(modem: ModemView) -> bool:
+def watchdog_ok(modem: ModemSnapshot) -> bool:
     """May we tell systemd that we are alive? (The reactor running is the other half.)
 
     The watchdog is there to restart a *wedged* daemon, and a restart must be able to help.
@@ -210,27 +175,27 @@ def watchdog_ok(modem: ModemView) -> bool:
       clients' listeners and, through StartLimitBurst=, could end with no bridge at all
       once the device comes back.
     """
-    if modem.state.value == SERIAL_DOWN:
+    if modem.state == SERIAL_DOWN:
         return True
     return modem.healthy
 
 
-def status_text(daemon: NotifiedDaemon, event: str | None = None) -> str:
+def status_text(snapshot: DaemonSnapshot, event: str | None = None) -> str:
     """One line for ``systemctl status``: what the bridge is doing now.
 
     ``event`` is the daemon's last announcement ("ready", "stopping", "module lost: ...").
     """
     if event == "stopping":
         return "stopping: closing SSL sockets"
-    if daemon.ready:
-        total = len(daemon.bridges)
-        opened = sum(1 for b in daemon.bridges if b.state is ChannelState.OPEN)
+    if snapshot.ready:
+        total = len(snapshot.sockets)
+        opened = sum(1 for s in snapshot.sockets if s.state is ChannelState.OPEN)
         text = f"ready: {total} socket(s), {opened} open"
     else:
-        modem = daemon.modem
-        if modem.state.value == SERIAL_DOWN:
+        modem = snapshot.modem
+        if modem.state == SERIAL_DOWN:
             phase = "waiting for the serial device"
-        elif modem.state.value == INITIALISING:
+        elif modem.state == INITIALISING:
             phase = "initialising the module"
         else:
             phase = "module ready, starting listeners"
@@ -238,18 +203,22 @@ def status_text(daemon: NotifiedDaemon, event: str | None = None) -> str:
             text = f"{event}; {phase}"
         else:
             text = f"starting: {phase}"
-    if daemon.modem.state.value != SERIAL_DOWN and not daemon.modem.healthy:
+    if snapshot.modem.state != SERIAL_DOWN and not snapshot.modem.healthy:
         text += " (module not answering, resynchronising)"
     return text
 
 
 class DaemonNotifier:
-    """Feeds a :class:`SystemdNotifier` from a daemon's events and runs the watchdog."""
+    """Feeds a :class:`SystemdNotifier` from a daemon's events and snapshots and runs the
+    watchdog."""
 
     def __init__(
-        self, daemon: NotifiedDaemon, clock: IReactorTime, notifier: SystemdNotifier
+        self,
+        snapshot: Callable[[], DaemonSnapshot],
+        clock: IReactorTime,
+        notifier: SystemdNotifier,
     ) -> None:
-        self.daemon = daemon
+        self.snapshot = snapshot
         self.clock = clock
         self.notifier = notifier
         self.ready_sent = False
@@ -261,9 +230,12 @@ class DaemonNotifier:
         self._loop: LoopingCall | None = None
         self._recheck: IDelayedCall | None = None
 
-    def start(self) -> None:
-        self.daemon.state_listeners.append(self.state_changed)
-        self.daemon.ready_once.addCallback(self._first_ready)
+    def start(
+        self, state_listeners: list[Callable[[str], None]], ready_once: defer.Deferred[None]
+    ) -> None:
+        """Hear the daemon's announcements and its first readiness from now on."""
+        state_listeners.append(self.state_changed)
+        ready_once.addCallback(self._first_ready)
         self._send_status()
         if self.interval is not None:
             self._loop = LoopingCall(self._tick)
@@ -285,7 +257,7 @@ class DaemonNotifier:
     def state_changed(self, event: str) -> None:
         self.last_event = event
         if event == "stopping":
-            self.last_status = status_text(self.daemon, event)
+            self.last_status = status_text(self.snapshot(), event)
             self.notifier.stopping(self.last_status)
             return
         if event == "ready" and not self.ready_sent:
@@ -300,11 +272,11 @@ class DaemonNotifier:
 
     def _send_ready(self) -> None:
         self.ready_sent = True
-        self.last_status = status_text(self.daemon, self.last_event)
+        self.last_status = status_text(self.snapshot(), self.last_event)
         self.notifier.ready(self.last_status)
 
     def _send_status(self) -> None:
-        text = status_text(self.daemon, self.last_event)
+        text = status_text(self.snapshot(), self.last_event)
         if text != self.last_status:
             self.last_status = text
             self.notifier.status(text)
@@ -314,7 +286,7 @@ class DaemonNotifier:
     def _tick(self) -> None:
         if self.last_event != "stopping":
             self._send_status()
-        if watchdog_ok(self.daemon.modem):
+        if watchdog_ok(self.snapshot().modem):
             self._ping()
             return
         self.held_back += 1
@@ -329,7 +301,7 @@ class DaemonNotifier:
 
     def _recheck_now(self) -> None:
         self._recheck = None
-        if watchdog_ok(self.daemon.modem):
+        if watchdog_ok(self.snapshot().modem):
             self._ping()
         elif self._loop is not None:
             assert self.interval is not None
@@ -345,16 +317,23 @@ class DaemonNotifier:
         self.notifier.watchdog()
 
 
-def install_systemd_notify(daemon: NotifiedDaemon, reactor: Any) -> SystemdNotifier:
-    """Report ``daemon``'s state to systemd; returns the notifier (a no-op without systemd).
+def install_systemd_notify(
+    reactor: Any,
+    snapshot: Callable[[], DaemonSnapshot],
+    state_listeners: list[Callable[[str], None]],
+    ready_once: defer.Deferred[None],
+) -> SystemdNotifier:
+    """Report the daemon's state to systemd; returns the notifier (a no-op without systemd).
 
-    Call it after building the daemon and before running the reactor. ``reactor`` is used
-    for its clock (``callLater``), so a :class:`twisted.internet.task.Clock` works in tests.
+    ``snapshot`` reads the daemon; ``state_listeners`` is where it announces its events and
+    ``ready_once`` fires when it is first ready. Call it after building the daemon and
+    before running the reactor. ``reactor`` is used for its clock (``callLater``), so a
+    :class:`twisted.internet.task.Clock` works in tests.
     """
     notifier = SystemdNotifier()
     if not notifier.enabled:
         return notifier
-    hook = DaemonNotifier(daemon, reactor, notifier)
+    hook = DaemonNotifier(snapshot, reactor, notifier)
     notifier.daemon_hook = hook
-    hook.start()
+    hook.start(state_listeners, ready_once)
     return notifier

@@ -5,8 +5,8 @@ Three layers, so each can be tested alone:
 - :class:`Status` and its parts: a small tree of frozen dataclasses with plain values (no
   reference into the daemon). Times are wall-clock seconds; ``now`` is the daemon's, so ages
   are computed against the clock that stamped them.
-- :func:`read_status`: reads the daemon's parts (modem, socket bridges, link health, the
-  module identity) into a :class:`Status`. Read-only; the only function that knows them.
+- :func:`read_status`: a :class:`~bridged.ops.snapshot.DaemonSnapshot` (which the
+  composition root fills) into a :class:`Status`.
 - :func:`render_status`: pure, :class:`Status` to text.
 
 The daemon answers ``STATUS`` on its control socket (the AT passthrough's) with the status
@@ -18,26 +18,20 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bridged import __version__
-
-if TYPE_CHECKING:
-    from bridged.shell.bridge import SocketBridge
-    from bridged.shell.daemon import Daemon
-    from bridged.shell.link_health import LinkHealth
-    from bridged.shell.modem import Modem
-    from bridged.shell.qssl import QsslClient
+from bridged.core.link_readings import ModuleInfo, registration_text
+from bridged.ops.snapshot import DaemonSnapshot, SocketSnapshot
 
 log = Logger(namespace="bridged.status")
 
 STATUS_REQUEST = "STATUS"
-IDENTIFY_TIMEOUT = 5.0
 
 # --------------------------------------------------------------------------- the tree
 
@@ -48,15 +42,6 @@ class SerialStatus:
     baudrate: int
     state: str  # the modem's state: serial-down, initialising, ready
     reopens: int  # times the port was lost and reopened
-
-
-@dataclass(frozen=True, slots=True)
-class ModuleInfo:
-    """What ``ATI`` says; None until the module has answered it once."""
-
-    manufacturer: str | None = None
-    model: str | None = None
-    firmware: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,141 +114,68 @@ class Status:
         )
 
 
-# --------------------------------------------------------------------------- module identity
-
-
-def parse_ati(lines: Iterable[str]) -> ModuleInfo:
-    """``ATI`` → ``Quectel_Ltd`` / ``Quectel_BC26`` / ``Revision: BC26NBR01A10``."""
-    texts = [line.strip() for line in lines if line.strip()]
-    firmware = None
-    others = []
-    for text in texts:
-        if text.lower().startswith("revision:"):
-            firmware = text.split(":", 1)[1].strip() or None
-        else:
-            others.append(text)
-    manufacturer = others[0] if others else None
-    model = others[1] if len(others) > 1 else None
-    return ModuleInfo(manufacturer=manufacturer, model=model, firmware=firmware)
-
-
-class ModuleIdentity:
-    """Asks ``ATI`` (low priority) each time the module becomes ready; keeps the answer."""
-
-    def __init__(self, modem: Modem) -> None:
-        self.modem = modem
-        self.info = ModuleInfo()
-        modem.ready_listeners.append(self._module_ready)
-
-    def _module_ready(self, _qssl: QsslClient) -> None:
-        from bridged.shell.at_engine import ATError, Priority
-
-        engine = self.modem.engine
-        if engine is None:
-            return
-        d = engine.command("ATI", timeout=IDENTIFY_TIMEOUT, priority=Priority.LOW)
-
-        def answered(response: Any) -> None:
-            info = parse_ati(response.lines)
-            if info != self.info:
-                log.info(
-                    "module {model}, firmware {firmware}",
-                    model=info.model or "?",
-                    firmware=info.firmware or "?",
-                )
-            self.info = info
-
-        def failed(failure: Any) -> None:
-            failure.trap(ATError)
-            log.debug("ATI not answered: {why}", why=failure.getErrorMessage())
-
-        d.addCallbacks(answered, failed)
-
-
 # --------------------------------------------------------------------------- reading
 
 
-def read_status(
-    *,
-    now: float,
-    started_at: float,
-    modem: Modem,
-    bridges: Sequence[SocketBridge],
-    link_health: LinkHealth | None,
-    module: ModuleInfo,
-) -> Status:
-    """A snapshot of the daemon's parts. Reads only; call in the reactor thread."""
-    from bridged.shell.link_health import REGISTRATION_STATUS_NAMES
-
+def read_status(snapshot: DaemonSnapshot, *, now: float, started_at: float) -> Status:
+    """The status tree of one snapshot."""
     link = None
-    if link_health is not None:
-        snap = link_health.snapshot
-        reg, cell = snap.registration, snap.cell
+    if snapshot.link is not None:
+        reg, cell = snapshot.link.readings.registration, snapshot.link.readings.cell
         link = LinkStatus(
-            registration=(
-                REGISTRATION_STATUS_NAMES.get(reg.status, f"status {reg.status}") if reg else None
-            ),
+            registration=registration_text(reg.status) if reg else None,
             registered=reg.registered if reg else None,
             rsrp_dbm=cell.rsrp_dbm if cell else None,
             sinr_db=cell.sinr_db if cell else None,
             ecl=cell.ecl if cell else None,
-            read_at=link_health.updated_at,
+            read_at=snapshot.link.read_at,
         )
+    modem = snapshot.modem
     return Status(
         version=__version__,
         now=now,
         started_at=started_at,
         serial=SerialStatus(
-            device=modem.options.device,
-            baudrate=modem.options.baudrate,
-            state=modem.state.value,
+            device=modem.device,
+            baudrate=modem.baudrate,
+            state=modem.state,
             reopens=modem.serial_reopens,
         ),
-        module=module,
+        module=snapshot.module,
         link=link,
-        sockets=tuple(socket_status(b) for b in bridges),
+        sockets=tuple(socket_status(s) for s in snapshot.sockets),
     )
 
 
-def socket_status(bridge: SocketBridge) -> SocketStatus:
-    stats = bridge.stats
-    client = bridge.client
+def socket_status(s: SocketSnapshot) -> SocketStatus:
     return SocketStatus(
-        connect_id=bridge.connect_id,
-        listen=str(bridge.config.listen),
-        remote=str(bridge.config.remote),
-        mode=bridge.config.mode,
-        state=bridge.state.name.lower(),
-        state_since=stats.state_since,
-        client=ClientStatus(client.peer, stats.client_since) if client is not None else None,
-        tx_bytes=stats.tx_bytes,
-        rx_bytes=stats.rx_bytes,
-        queued_bytes=bridge.channel.queued_bytes,
-        opens=stats.opens.get("ok", 0),
-        open_failures=sum(n for result, n in stats.opens.items() if result != "ok"),
-        last_error=stats.last_error,
-        last_error_at=stats.last_error_at,
-        idle_timeout=bridge.config.effective_idle_timeout,
-        idle_closes=stats.streams_broken.get("idle_timeout", 0),
+        connect_id=s.connect_id,
+        listen=s.listen,
+        remote=s.remote,
+        mode=s.mode,
+        state=s.state.name.lower(),
+        state_since=s.state_since,
+        client=ClientStatus(s.client_peer, s.client_since) if s.client_peer is not None else None,
+        tx_bytes=s.tx_bytes,
+        rx_bytes=s.rx_bytes,
+        queued_bytes=s.queued_bytes,
+        opens=s.opens.get("ok", 0),
+        open_failures=sum(n for result, n in s.opens.items() if result != "ok"),
+        last_error=s.last_error,
+        last_error_at=s.last_error_at,
+        idle_timeout=s.idle_timeout,
+        idle_closes=s.streams_broken.get("idle_timeout", 0),
     )
 
 
 def install_status(
-    daemon: Daemon, clock: IReactorTime, link_health: LinkHealth | None
+    snapshot: Callable[[], DaemonSnapshot], clock: IReactorTime
 ) -> Callable[[], Status]:
-    """Start tracking the module's identity; return what answers a status request."""
+    """What answers a status request: the status now, with the uptime counted from here."""
     started_at = clock.seconds()
-    identity = ModuleIdentity(daemon.modem)
 
     def current() -> Status:
-        return read_status(
-            now=clock.seconds(),
-            started_at=started_at,
-            modem=daemon.modem,
-            bridges=daemon.bridges,
-            link_health=link_health,
-            module=identity.info,
-        )
+        return read_status(snapshot(), now=clock.seconds(), started_at=started_at)
 
     return current
 
@@ -405,14 +317,12 @@ def status_client_main(socket_path: str, as_json: bool, timeout: float = 10.0) -
 __all__ = [
     "ClientStatus",
     "LinkStatus",
-    "ModuleIdentity",
     "ModuleInfo",
     "SerialStatus",
     "SocketStatus",
     "Status",
     "format_age",
     "install_status",
-    "parse_ati",
     "read_status",
     "render_status",
     "status_client_main",

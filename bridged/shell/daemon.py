@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -24,16 +24,18 @@ from twisted.logger import Logger
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
 from bridged.core.at_codec import DataFormat
 from bridged.core.channel import ChannelState
+from bridged.core.link_readings import ModuleInfo
 from bridged.core.qssl_commands import CertKind, SslSocketSettings
+from bridged.ops.at_stats import ATStats
 from bridged.ops.sdnotify import install_systemd_notify
+from bridged.ops.snapshot import DaemonSnapshot
 from bridged.shell.at_engine import ATEngine, ATError
 from bridged.shell.bridge import SendPump, SocketBridge
+from bridged.shell.link_health import LinkHealth, ModuleIdentity, start_link_health
 from bridged.shell.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.shell.qssl import QsslClient
 from bridged.shell.serial_tap import SerialTraceOptions
-
-if TYPE_CHECKING:
-    from bridged.shell.link_health import LinkHealth
+from bridged.shell.snapshots import engine_snapshot, link_snapshot, modem_snapshot, socket_snapshot
 
 log = Logger(namespace="bridged.daemon")
 
@@ -316,36 +318,82 @@ def certificate_digest(config: SocketConfig) -> str:
     return digest.hexdigest()
 
 
-def install_extras(daemon: Daemon, reactor: Any, config: Config) -> None:
-    """Metrics endpoint and link-health polling, where configured; the AT passthrough."""
+class Readout:
+    """What operations (metrics, /healthz, status, systemd) read: a
+    :class:`~bridged.ops.snapshot.DaemonSnapshot` of the daemon and the parts
+    :func:`install_extras` adds, filled when called. Call in the reactor thread."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.link_health: LinkHealth | None = None  # None: polling is off
+        self.identity: ModuleIdentity | None = None
+        self.at_stats: ATStats | None = None  # None: no metrics endpoint counts AT traffic
+
+    def __call__(self) -> DaemonSnapshot:
+        daemon, modem = self.daemon, self.daemon.modem
+        return DaemonSnapshot(
+            modem=modem_snapshot(modem),
+            engine=engine_snapshot(modem.engine),
+            ready=daemon.ready,
+            listening=daemon.listening,
+            send_chunks=daemon.pump.chunks_sent,
+            sockets=tuple(socket_snapshot(b) for b in daemon.bridges),
+            link=None if self.link_health is None else link_snapshot(self.link_health),
+            module=ModuleInfo() if self.identity is None else self.identity.info,
+            at=None if self.at_stats is None else self.at_stats.totals(),
+        )
+
+    def count_at_traffic(self) -> ATStats:
+        """Totals of AT commands, events and serial bytes over every engine the modem
+        makes, from now on (before ``daemon.start()``, the first engine's too)."""
+        if self.at_stats is None:
+            stats = self.at_stats = ATStats()
+            modem = self.daemon.modem
+            modem.engine_listeners.append(stats.engine_created)
+            if modem.engine is not None:
+                stats.attach(modem.engine)
+        return self.at_stats
+
+
+def install_extras(
+    daemon: Daemon, reactor: Any, config: Config, readout: Readout | None = None
+) -> Readout:
+    """Metrics endpoint and link-health polling, where configured; the AT passthrough.
+    Returns what they read (``readout``, or a new one)."""
+    readout = Readout(daemon) if readout is None else readout
     from bridged.ops.logs import trace_urcs
-    from bridged.ops.metrics import install_metrics
-    from bridged.shell.link_health import start_link_health
 
     daemon.modem.engine_listeners.append(lambda engine, _qssl: trace_urcs(engine))
 
-    health = start_link_health(daemon, reactor)  # None when modem.health_interval is 0
+    modem_config = config.modem
+    health = start_link_health(
+        daemon.modem, reactor, modem_config.health_interval, modem_config.command_timeout
+    )
     if health is not None:
         daemon.stop_hooks.append(health.stop)
+    readout.link_health = health
     if config.metrics is not None:
+        from bridged.ops.metrics import install_metrics
+
+        readout.count_at_traffic()
         try:
-            port = install_metrics(daemon, reactor, config.metrics.listen, link_health=health)
+            port = install_metrics(readout, reactor, config.metrics.listen)
         except CannotListenError as e:
             daemon.fatal = f"cannot listen for metrics on {config.metrics.listen}: {e}"
             log.critical("{why}", why=daemon.fatal)
             reactor.callWhenRunning(reactor.stop)
-            return
+            return readout
         daemon.stop_hooks.append(port.stopListening)
-    install_passthrough(daemon, reactor, config, link_health=health)
+    install_passthrough(daemon, reactor, config, readout)
+    return readout
 
 
-def install_passthrough(
-    daemon: Daemon, reactor: Any, config: Config, link_health: LinkHealth | None = None
-) -> None:
+def install_passthrough(daemon: Daemon, reactor: Any, config: Config, readout: Readout) -> None:
     from bridged.ops.passthrough import PassthroughService, listen_passthrough
     from bridged.ops.status import STATUS_REQUEST, install_status, status_reply
 
-    current_status = install_status(daemon, reactor, link_health)
+    readout.identity = ModuleIdentity(daemon.modem)
+    current_status = install_status(readout, reactor)
     service = PassthroughService(
         engine=lambda: daemon.modem.engine,
         managed=lambda: [b.connect_id for b in daemon.bridges],
@@ -384,7 +432,9 @@ def run_main(config_path: str, log_level: str | None = None, trace: str | None =
         return 2
     setup_logging(log_level or config.log.level)
     daemon = Daemon(reactor, config)
-    notifier = install_systemd_notify(daemon, reactor)  # a no-op without $NOTIFY_SOCKET
+    readout = Readout(daemon)
+    # A no-op without $NOTIFY_SOCKET.
+    notifier = install_systemd_notify(reactor, readout, daemon.state_listeners, daemon.ready_once)
 
     def shutdown(signame: str) -> None:
         log.info("{name}: shutting down", name=signame)
@@ -413,7 +463,7 @@ def run_main(config_path: str, log_level: str | None = None, trace: str | None =
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    install_extras(daemon, reactor, config)
+    install_extras(daemon, reactor, config, readout)
     reactor.callWhenRunning(daemon.start)
     reactor.run(installSignalHandlers=False)
     if daemon.fatal:

@@ -1,229 +1,42 @@
-"""Link health: what the module says about the radio, polled at low priority.
+"""Link health and module identity: what the module says about itself and the radio,
+asked at low priority.
 
-Every ``modem.health_interval`` seconds while the module is ready, three commands go out
-one after the other at :attr:`~bridged.shell.at_engine.Priority.LOW`, so none of them is ever
-written ahead of a queued open, send or close:
+Every ``modem.health_interval`` seconds while the module is ready, ``AT+CSQ``,
+``AT+CEREG?`` and ``AT+QENG=0`` go out one after the other at
+:attr:`~bridged.shell.at_engine.Priority.LOW`, so none of them is ever written ahead of a
+queued open, send or close; ``ATI`` goes out once each time the module becomes ready.
+The answers are parsed by :mod:`bridged.core.link_readings`; this module is the Twisted
+glue.
 
-- ``AT+CSQ`` → ``+CSQ: <rssi>,<ber>``: rssi 0..31 is -113 + 2·rssi dBm, 99 unknown;
-- ``AT+CEREG?`` → ``+CEREG: <n>,<stat>[,...]``: stat 1 (home) or 5 (roaming) is registered;
-- ``AT+QENG=0`` → ``+QENG: 0,<sc_EARFCN>,<sc_EARFCN_offset>,<sc_pci>,"<sc_cellID>",
-  [<sc_RSRP>],[<sc_RSRQ>],[<sc_RSSI>],[<sc_SINR>],<sc_band>,"<sc_TAC>",[<sc_ECL>],
-  [<sc_Tx_pwr>][,<operation_mode>]`` (neighbour cells, if listed, as ``+QENG: 1,...``).
-
-Units of ``+QENG``: the BC26 (and its successor BC260Y/BC660K) reports RSRP, RSRQ, RSSI
-and SINR as whole dBm / dB, e.g. ``+QENG: 0,2507,2,146,"772F253",-90,-8,-83,16,5,"785F",
-0,140,3`` from Quectel's QuecOpen sample code; they are not tenths (the older BC95's
-``AT+NUESTATS`` is the one that reports tenths). A value outside the range 3GPP TS 36.133
-can report (RSRP -156..-31 dBm, RSRQ -34..3 dB, SINR -30..50 dB, ECL 0..2) is taken as
-"not measured" and left absent rather than shown wrong.
-
-A command the module answers with ``ERROR`` (or that times out), or an empty field, leaves
-that value ``None``, which the metrics leave absent rather than zero. Values are cleared
-when the module is lost: they describe a radio that may no longer be there.
-
-The parsing functions are pure; :class:`LinkHealth` is the Twisted glue.
+A command the module answers with ``ERROR`` (or that times out) leaves its value ``None``,
+which the metrics leave absent rather than zero. Values are cleared when the module is
+lost: they describe a radio that may no longer be there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from bridged.core.link_readings import (
+    LinkReadings,
+    ModuleInfo,
+    parse_ati,
+    parse_cereg,
+    parse_csq,
+    parse_qeng,
+    registration_text,
+)
 from bridged.shell.at_engine import ATError, CommandError, CommandTimeout, Priority
 from bridged.shell.modem import Modem, ModemState
-
-if TYPE_CHECKING:
-    from bridged.shell.daemon import Daemon
-    from bridged.shell.qssl import QsslClient
+from bridged.shell.qssl import QsslClient
 
 log = Logger(namespace="bridged.link")
-
-CSQ_UNKNOWN = 99
-REGISTERED_STATUSES = frozenset({1, 5})  # 1 registered, home network; 5 registered, roaming
-REGISTRATION_STATUS_NAMES: dict[int, str] = {
-    0: "not registered, not searching",
-    1: "registered, home network",
-    2: "not registered, searching",
-    3: "registration denied",
-    4: "unknown",
-    5: "registered, roaming",
-}
-
-# What 3GPP TS 36.133 lets a UE report (extended ranges for NB-IoT coverage enhancement).
-RSRP_RANGE = (-156, -31)
-RSRQ_RANGE = (-34, 3)
-SINR_RANGE = (-30, 50)
-QENG_RSSI_RANGE = (-130, 0)
-ECL_RANGE = (0, 2)
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True)
-class SignalQuality:
-    """``+CSQ``: received signal strength; ``rssi_dbm`` None when 99 (unknown)."""
-
-    rssi: int | None  # the raw 0..31 index
-    rssi_dbm: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """``+CEREG`` read: EPS network registration status."""
-
-    mode: int | None  # <n>, the URC setting
-    status: int
-
-    @property
-    def registered(self) -> bool:
-        return self.status in REGISTERED_STATUSES
-
-
-@dataclass(frozen=True, slots=True)
-class ServingCell:
-    """``+QENG: 0,...``: the serving cell. Every measurement may be absent."""
-
-    earfcn: int | None
-    earfcn_offset: int | None
-    pci: int | None
-    cell_id: str | None
-    rsrp_dbm: int | None
-    rsrq_db: int | None
-    rssi_dbm: int | None
-    sinr_db: int | None
-    band: int | None
-    tac: str | None
-    ecl: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSnapshot:
-    """The last poll's results; a field is None when that command failed or said nothing."""
-
-    signal: SignalQuality | None = None
-    registration: Registration | None = None
-    cell: ServingCell | None = None
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def split_fields(text: str) -> list[str]:
-    """``a,"b,c", d`` → ``['a', 'b,c', 'd']``: commas split except inside quotes; quotes
-    removed, blanks around fields stripped. An empty field stays an empty string."""
-    fields: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            fields.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    fields.append("".join(current).strip())
-    return fields
-
-
-def _info_fields(lines: Sequence[str], prefix: str) -> list[list[str]]:
-    """The fields of every line starting with ``prefix`` (``+CSQ:``), in order."""
-    found = []
-    for line in lines:
-        text = line.strip()
-        if text.upper().startswith(prefix.upper()):
-            found.append(split_fields(text[len(prefix) :]))
-    return found
-
-
-def _int(field: str | None) -> int | None:
-    if field is None:
-        return None
-    text = field.strip()
-    if not text:
-        return None
-    try:
-        return int(text, 10)
-    except ValueError:
-        return None
-
-
-def _in_range(value: int | None, bounds: tuple[int, int]) -> int | None:
-    if value is None or not bounds[0] <= value <= bounds[1]:
-        return None
-    return value
-
-
-def _field(fields: Sequence[str], index: int) -> str | None:
-    return fields[index] if index < len(fields) else None
-
-
-def _text(field: str | None) -> str | None:
-    return field if field else None
-
-
-def csq_to_dbm(rssi: int) -> int | None:
-    """27.007 ``<rssi>`` 0..31 → dBm (0 is -113 dBm or less, 31 is -51 or more); 99 None."""
-    if 0 <= rssi <= 31:
-        return -113 + 2 * rssi
-    return None
-
-
-def parse_csq(lines: Sequence[str]) -> SignalQuality | None:
-    """``AT+CSQ`` response lines → signal quality; None if there is no ``+CSQ:`` line."""
-    found = _info_fields(lines, "+CSQ:")
-    if not found:
-        return None
-    rssi = _int(_field(found[0], 0))
-    if rssi is None or rssi == CSQ_UNKNOWN:
-        return SignalQuality(rssi=None, rssi_dbm=None)
-    dbm = csq_to_dbm(rssi)
-    return SignalQuality(rssi=rssi if dbm is not None else None, rssi_dbm=dbm)
-
-
-def parse_cereg(lines: Sequence[str]) -> Registration | None:
-    """``AT+CEREG?`` response lines → registration; None without a usable ``<stat>``."""
-    found = _info_fields(lines, "+CEREG:")
-    if not found:
-        return None
-    fields = found[0]
-    status = _int(_field(fields, 1))
-    if status is None or status < 0:
-        return None
-    return Registration(mode=_int(_field(fields, 0)), status=status)
-
-
-def parse_qeng(lines: Sequence[str]) -> ServingCell | None:
-    """``AT+QENG=0`` response lines → the serving cell; None without a ``+QENG: 0,`` line.
-
-    Neighbour-cell lines (``+QENG: 1,...``) are skipped. Fields may be empty or missing at
-    the end (the module leaves out what it has not measured): those values are None.
-    """
-    for fields in _info_fields(lines, "+QENG:"):
-        if _int(_field(fields, 0)) != 0:
-            continue
-        return ServingCell(
-            earfcn=_int(_field(fields, 1)),
-            earfcn_offset=_int(_field(fields, 2)),
-            pci=_int(_field(fields, 3)),
-            cell_id=_text(_field(fields, 4)),
-            rsrp_dbm=_in_range(_int(_field(fields, 5)), RSRP_RANGE),
-            rsrq_db=_in_range(_int(_field(fields, 6)), RSRQ_RANGE),
-            rssi_dbm=_in_range(_int(_field(fields, 7)), QENG_RSSI_RANGE),
-            sinr_db=_in_range(_int(_field(fields, 8)), SINR_RANGE),
-            band=_int(_field(fields, 9)),
-            tac=_text(_field(fields, 10)),
-            ecl=_in_range(_int(_field(fields, 11)), ECL_RANGE),
-        )
-    return None
-
 
 # --------------------------------------------------------------------------- polling
 
@@ -231,10 +44,10 @@ POLL_COMMANDS = ("AT+CSQ", "AT+CEREG?", "AT+QENG=0")
 
 
 class LinkHealth:
-    """Polls the link while the module is ready; ``snapshot`` holds the latest values.
+    """Polls the link while the module is ready; ``readings`` holds the latest values.
 
     Attach with :meth:`start` (it subscribes to the modem's ready/lost listeners) and
-    detach with :meth:`stop`. ``interval`` 0 disables polling: the snapshot stays empty.
+    detach with :meth:`stop`. ``interval`` 0 disables polling: the readings stay empty.
     """
 
     def __init__(
@@ -248,10 +61,10 @@ class LinkHealth:
         self.modem = modem
         self.interval = interval
         self.command_timeout = command_timeout
-        self.snapshot = LinkSnapshot()
+        self.readings = LinkReadings()
         self.polls = 0  # polls completed (each of the three commands answered or failed)
         self.updated_at: float | None = None  # clock time of the last completed poll
-        self.change_listeners: list[Callable[[LinkSnapshot], None]] = []
+        self.change_listeners: list[Callable[[LinkReadings], None]] = []
         self._loop: task.LoopingCall | None = None
         self._generation = 0  # bumped when the module is lost: late answers are dropped
         self._started = False
@@ -291,7 +104,7 @@ class LinkHealth:
         self._stop_loop()
         self._generation += 1
         self.updated_at = None
-        self._set(LinkSnapshot())
+        self._set(LinkReadings())
 
     def _start_loop(self) -> None:
         self._stop_loop()
@@ -345,31 +158,30 @@ class LinkHealth:
         self.polls += 1
         self.updated_at = self.clock.seconds()
         self._set(
-            LinkSnapshot(
+            LinkReadings(
                 signal=parse_csq(csq) if csq is not None else None,
                 registration=parse_cereg(cereg) if cereg is not None else None,
                 cell=parse_qeng(qeng) if qeng is not None else None,
             )
         )
 
-    def _set(self, snapshot: LinkSnapshot) -> None:
-        old, self.snapshot = self.snapshot, snapshot
-        if old == snapshot:
+    def _set(self, readings: LinkReadings) -> None:
+        old, self.readings = self.readings, readings
+        if old == readings:
             return
-        self._log_change(old, snapshot)
+        self._log_change(old, readings)
         for listener in list(self.change_listeners):
             try:
-                listener(snapshot)
+                listener(readings)
             except Exception:
                 log.failure("link health listener failed")
 
     @staticmethod
-    def _log_change(old: LinkSnapshot, new: LinkSnapshot) -> None:
+    def _log_change(old: LinkReadings, new: LinkReadings) -> None:
         was = old.registration.registered if old.registration else None
         now = new.registration.registered if new.registration else None
         if was != now and new.registration is not None:
-            status = new.registration.status
-            text = REGISTRATION_STATUS_NAMES.get(status, f"status {status}")
+            text = registration_text(new.registration.status)
             if now:
                 log.info("network registration: {text}", text=text)
             else:
@@ -389,31 +201,52 @@ class LinkHealth:
             )
 
 
-def start_link_health(daemon: Daemon, reactor: IReactorTime) -> LinkHealth | None:
-    """Poll the link at ``config.modem.health_interval`` seconds; None when it is 0."""
-    modem_config = daemon.config.modem
-    if modem_config.health_interval <= 0:
+def start_link_health(
+    modem: Modem, clock: IReactorTime, interval: float, command_timeout: float
+) -> LinkHealth | None:
+    """Poll the link every ``interval`` seconds (``modem.health_interval``); None when 0."""
+    if interval <= 0:
         return None
-    health = LinkHealth(
-        reactor,
-        daemon.modem,
-        modem_config.health_interval,
-        command_timeout=modem_config.command_timeout,
-    )
+    health = LinkHealth(clock, modem, interval, command_timeout=command_timeout)
     health.start()
     return health
 
 
-__all__ = [
-    "LinkHealth",
-    "LinkSnapshot",
-    "Registration",
-    "ServingCell",
-    "SignalQuality",
-    "csq_to_dbm",
-    "parse_cereg",
-    "parse_csq",
-    "parse_qeng",
-    "split_fields",
-    "start_link_health",
-]
+# --------------------------------------------------------------------------- identity
+
+IDENTIFY_TIMEOUT = 5.0
+identity_log = Logger(namespace="bridged.status")  # where `bridged status` users look
+
+
+class ModuleIdentity:
+    """Asks ``ATI`` (low priority) each time the module becomes ready; keeps the answer."""
+
+    def __init__(self, modem: Modem) -> None:
+        self.modem = modem
+        self.info = ModuleInfo()
+        modem.ready_listeners.append(self._module_ready)
+
+    def _module_ready(self, _qssl: QsslClient) -> None:
+        engine = self.modem.engine
+        if engine is None:
+            return
+        d = engine.command("ATI", timeout=IDENTIFY_TIMEOUT, priority=Priority.LOW)
+
+        def answered(response: Any) -> None:
+            info = parse_ati(response.lines)
+            if info != self.info:
+                identity_log.info(
+                    "module {model}, firmware {firmware}",
+                    model=info.model or "?",
+                    firmware=info.firmware or "?",
+                )
+            self.info = info
+
+        def failed(failure: Any) -> None:
+            failure.trap(ATError)
+            identity_log.debug("ATI not answered: {why}", why=failure.getErrorMessage())
+
+        d.addCallbacks(answered, failed)
+
+
+__all__ = ["LinkHealth", "ModuleIdentity", "start_link_health"]

@@ -25,6 +25,11 @@ a ``"dataformat"`` setting tells the codec how the socket's recv data is coded.
 ``+QSSLOPEN`` / ``+QSSLSEND`` / ``+QSSLCLOSE`` results are paired with the completed
 command of that kind for that socket, oldest first, as :mod:`bridged.shell.qssl` pairs them
 with its waiters.
+
+Which module spoke (its contextID, sockets and recv limits, for the codec) is read off the
+trace's own QSSL commands, as the recorder reads it
+(:func:`bridged.core.serial_trace.module_of_command`); ``--model`` names it instead, for a
+trace with no such command (one that begins mid-run).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from bridged.core.at_session import (
     Write,
     info_prefix,
 )
+from bridged.core.module_profile import BUILTIN_PROFILES, ModuleProfile
 from bridged.core.serial_trace import (
     HOST,
     MODULE,
@@ -81,6 +87,7 @@ from bridged.core.serial_trace import (
     TraceEntry,
     TraceFormatError,
     escape,
+    module_of_command,
     parse_trace,
 )
 
@@ -125,11 +132,15 @@ class Replay:
 
 
 class Replayer:
-    """Pure: trace entries in, a :class:`Replay` out."""
+    """Pure: trace entries in, a :class:`Replay` out. ``module``: the module that spoke;
+    None: the one the trace's commands show (a BC26 until one does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, module: ModuleProfile | None = None) -> None:
         self.result = Replay()
         self.session = ATSession(_TIMING)
+        self._module_known = module is not None
+        if module is not None:
+            self.session.decoder.set_profile(module)
         self._t0: float | None = None
         self._now = 0.0
         self._write: tuple[float, bytearray, str | None] | None = None  # one host write
@@ -236,6 +247,13 @@ class Replayer:
         return False
 
     def _submit(self, line: str, now: float, urgent: bool) -> None:
+        decoder = self.session.decoder
+        module = decoder.profile
+        if not self._module_known:
+            module = module_of_command(line.encode("latin-1"), decoder.profile)
+        if module is not decoder.profile:
+            decoder.set_profile(module)
+            self._say(now, f"* contextID {module.context_id}: read as a {module.label}")
         data = None
         if m := _SEND.match(line):
             data = DataPhase(b"", counted=int(m.group(1)) in self._send_text)
@@ -352,14 +370,14 @@ def _describe(event: Event) -> str:
     return repr(event)
 
 
-def replay_entries(entries: Iterable[TraceEntry]) -> Replay:
-    replayer = Replayer()
+def replay_entries(entries: Iterable[TraceEntry], module: ModuleProfile | None = None) -> Replay:
+    replayer = Replayer(module)
     for entry in entries:
         replayer.feed(entry)
     return replayer.finish()
 
 
-def replay_files(paths: Sequence[Path]) -> Replay:
+def replay_files(paths: Sequence[Path], module: ModuleProfile | None = None) -> Replay:
     """Replay one trace or a rotated pair (``trace.1`` first, then ``trace``)."""
 
     def lines() -> Iterable[TraceEntry]:
@@ -367,7 +385,7 @@ def replay_files(paths: Sequence[Path]) -> Replay:
             with open(path, encoding="utf-8") as f:
                 yield from parse_trace(f, str(path))
 
-    return replay_entries(lines())
+    return replay_entries(lines(), module)
 
 
 def replay_main(argv: Sequence[str]) -> int:
@@ -379,9 +397,15 @@ def replay_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--errors-only", action="store_true", help="print protocol errors and the summary only"
     )
+    parser.add_argument(
+        "--model",
+        choices=sorted(BUILTIN_PROFILES),
+        help="the module that spoke (default: what the trace's QSSL commands show, else bc26)",
+    )
     args = parser.parse_args(list(argv))
+    module = BUILTIN_PROFILES[args.model] if args.model else None
     try:
-        result = replay_files(args.trace)
+        result = replay_files(args.trace, module)
     except (OSError, TraceFormatError) as exc:
         print(f"bridged replay: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from twisted.internet import threads
 from bridged.config import load_config
 from bridged.ops.status import socket_status
 from bridged.shell.modem import ModemState
+from bridged.shell.snapshots import socket_snapshot
 from tests.support.pki import Pki
 from tests.support.rig import BridgeRig, SocketSpec, read_exactly, read_until_eof
 from tests.support.tls_servers import RunningServer, start_scripted_tls_server
@@ -129,7 +130,7 @@ async def test_idle_timeout_closes_a_quiet_connection_end_to_end(
         bridge = rig.bridge(0)
         assert bridge.stats.streams_broken["idle_timeout"] == 1
         await wait_until(lambda: bridge.state == 0, timeout=5, what="socket closed")
-        shown = socket_status(bridge)  # what `bridged status` shows
+        shown = socket_status(socket_snapshot(bridge))  # what `bridged status` shows
         assert shown.last_error is not None and shown.last_error.startswith("idle_timeout")
         assert (shown.idle_timeout, shown.idle_closes) == (1.0, 1)
     finally:

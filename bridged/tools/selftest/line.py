@@ -32,6 +32,7 @@ from bridged.core.at_codec import (
     ProtocolError,
     Urc,
 )
+from bridged.core.module_profile import BC26, ModuleProfile
 from bridged.core.serial_trace import TraceRecorder
 
 
@@ -91,13 +92,14 @@ class Line:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        module: ModuleProfile = BC26,
     ) -> None:
         self._port = port
         self._write_trace = write_trace
         self._clock = clock
         self._wall = wall
         self.recorder = TraceRecorder(keep_payload=True)
-        self.decoder = ATDecoder()
+        self.decoder = ATDecoder(profile=module)
         self.urcs: deque[Urc] = deque()
         self.errors: list[ProtocolError] = []
         #: Every byte the module sent, for questions the codec does not answer.
@@ -137,6 +139,18 @@ class Line:
             self._read_some()
         return self._events.popleft()
 
+    @property
+    def module(self) -> ModuleProfile:
+        """The module this line speaks to: its ids and limits are the decoder's."""
+        return self.decoder.profile
+
+    def set_module(self, module: ModuleProfile) -> None:
+        self.decoder.set_profile(module)
+
+    def socket_ids(self, connect_id: int) -> str:
+        """``<contextID>,<connectID>``: how the module's commands name a socket."""
+        return f"{self.module.context_id},{connect_id}"
+
     def set_recv_format(self, connect_id: int, hex_format: bool) -> None:
         self.decoder.set_recv_format(connect_id, DataFormat.HEX if hex_format else DataFormat.TEXT)
 
@@ -167,31 +181,16 @@ class Line:
         self._events.clear()
         start = self._clock()
         self.write(line.encode("ascii") + b"\r")
-        deadline = start + timeout
-        response = Response()
-        while True:
-            event = self._next_event(deadline)
-            if event is None:
-                response.seconds = self._clock() - start
-                return response
-            if isinstance(event, Echo):
-                response.echoed = True
-            elif isinstance(event, InfoLine):
-                response.lines.append(event.text)
-            elif isinstance(event, FinalResult):
-                response.final = event
-                response.seconds = self._clock() - start
-                return response
-            elif isinstance(event, Prompt):
-                break
-        response.prompted = True
+        asked = self._collect(start, start + timeout, until_prompt=True)
+        if not asked.prompted:  # refused, or no answer
+            return asked
         if prompt_wait > 0:
             time.sleep(prompt_wait)
         self.write(data)
         rest = self._collect(self._clock(), self._clock() + timeout)
-        rest.echoed, rest.prompted = response.echoed, True
-        rest.lines[:0] = response.lines
-        rest.seconds += self._clock() - start - rest.seconds
+        rest.echoed, rest.prompted = asked.echoed, True
+        rest.lines[:0] = asked.lines
+        rest.seconds = self._clock() - start
         return rest
 
     def finish_data(self, response: Response, filler_length: int, timeout: float = 5.0) -> Response:
@@ -229,7 +228,9 @@ class Line:
         while self._clock() < end:
             self._read_some()
 
-    def _collect(self, start: float, deadline: float) -> Response:
+    def _collect(self, start: float, deadline: float, until_prompt: bool = False) -> Response:
+        """The answer up to its final result (or ``>``, with ``until_prompt``), or what
+        came by ``deadline``."""
         response = Response()
         while True:
             event = self._next_event(deadline)
@@ -241,6 +242,8 @@ class Line:
                 response.lines.append(event.text)
             elif isinstance(event, Prompt):
                 response.prompted = True
+                if until_prompt:
+                    break
             elif isinstance(event, FinalResult):
                 response.final = event
                 break
