@@ -4,6 +4,7 @@ module: results are matched to sends in order, and an ERROR before '>' is told a
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from bridged.core.at_codec import DataFormat
@@ -61,3 +62,27 @@ def test_an_error_before_the_prompt_is_a_refusal_after_the_data_it_is_not() -> N
         failure = outcome(d)
         assert isinstance(failure, Failure) and not isinstance(failure.value, SendRefused)
         assert isinstance(failure.value, CommandError) and failure.value.prompted
+
+
+def test_a_new_connection_does_not_inherit_the_last_ones_unanswered_sends() -> None:
+    """Pipelined sends whose results never came (the first failed, the stream ended): a
+    reopened socket's first result is its own send's, not taken by a stale waiter."""
+    line = Line()
+    _, a = line.qssl.send(0, b"aaaaa", DataFormat.TEXT)
+    sent(line, b"aaaaa")
+    _, b = line.qssl.send(0, b"bbbbb", DataFormat.TEXT)
+    sent(line, b"bbbbb")
+    line.say(b"\r\n+QSSLSEND: 1,0,-2\r\n")  # a failed; b's result never comes
+    assert isinstance(outcome(a), Failure) and outcome(b) is None
+    opened = Deferred.fromCoroutine(line.qssl.open(0, "example.com", 443))
+    line.advance(0.05)
+    assert line.take().startswith(b'AT+QSSLOPEN=1,0,"example.com",443,0')
+    failure = outcome(b)  # the old connection's send is given up, with a reason
+    assert isinstance(failure, Failure) and "reopened" in failure.getErrorMessage()
+    line.say(b"\r\nOK\r\n\r\n+QSSLOPEN: 1,0,0\r\n")
+    assert outcome(opened) is None or not isinstance(outcome(opened), Failure)
+    _, x = line.qssl.send(0, b"xxxxx", DataFormat.TEXT)
+    sent(line, b"xxxxx")
+    line.say(b"\r\n+QSSLSEND: 1,0,0\r\n")
+    assert outcome(x) is None and not isinstance(outcome(x), Failure)
+    assert x.called  # confirmed by its own result

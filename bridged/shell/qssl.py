@@ -173,6 +173,14 @@ class QsslClient:
 
     async def open(self, connect_id: int, host: str, port: int) -> None:
         """Open an SSL connection; raises :class:`QsslError` with the module's code."""
+        # Sends of the socket's last connection still awaiting a result (pipelined sends
+        # behind one that failed) would take this connection's results: results carry no
+        # more than the connectID. They are given up now; their stream ended already.
+        stale = self._waiters.get((SendResult, connect_id), [])
+        while stale:
+            stale.pop(0).errback(
+                QsslError(connect_id, "send", "stale", None, "socket reopened before its result")
+            )
         result = self._expect(OpenResult, connect_id, self.open_timeouts[connect_id])
         try:
             await self._command(
