@@ -33,6 +33,8 @@ overrides it, as ``fast`` does). Elsewhere the emulator decides (and the tests p
   -4 missing/bad/mismatched client key; -5 no common suite or protocol version
   (TLS 1.3-only and ECDHE-only servers, SSL 3.0); -6 socket not closed; -7 the
   ``"timeout"`` setting elapsed.
+* A send's ``+QSSLSEND`` result comes only while its connection lasts: none after
+  ``AT+QSSLCLOSE``, the ``"closed"`` URC or a reset, so never one on a later connection.
 * QSSLCLOSE on a closed socket is harmless (``OK``, ``+QSSLCLOSE: 1,<id>,0``); closing
   an opening socket abandons the attempt without a ``+QSSLOPEN``.
 * URCs are held while a prompt or data mode is in progress and written after the

@@ -23,7 +23,7 @@ from tests.emulator.helpers import (
 from tests.support.pki import Pki
 from tests.support.pty_host import PtyHost
 from tests.support.tls_servers import RunningServer, free_port
-from tests.support.waiting import wait_until
+from tests.support.waiting import sleep, wait_until
 
 
 @pytest.fixture
@@ -165,3 +165,23 @@ async def test_open_codes_come_from_the_profile(start) -> None:
     await booted(emulator, host)
     assert await open_socket(host, free_port()) == -9
     assert await open_socket(host, 443, connect_id=1, host_name="nothing.invalid") == -7
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closed_connections_sends_get_no_result_on_the_next_one(
+    start, pki: Pki, tls_echo_server: RunningServer
+) -> None:
+    emulator, host = start(dataclasses.replace(BC26, max_unconfirmed_sends=2))
+    await booted(emulator, host)
+    await configure_mutual_tls(host, pki)
+    assert await open_socket(host, tls_echo_server.port) == 0
+    mark = len(host.received)
+    await prompt_then(host, "AT+QSSLSEND=1,0,2", b"hi")
+    await host.expect(b"\r\nOK\r\n")
+    await ok(host, "AT+QSSLCLOSE=1,0")  # before that send's result (0.3 s away)
+    assert await open_socket(host, tls_echo_server.port) == 0
+    await prompt_then(host, "AT+QSSLSEND=1,0,2", b"yo")
+    await host.expect(b"\r\nOK\r\n")
+    await _until(host, mark, results=1, echoed=2)
+    await sleep(0.4)  # past when the first send's result would have come
+    assert _since(host, mark) == ([0], b"yo")  # one result: the new connection's own
