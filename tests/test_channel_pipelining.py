@@ -30,7 +30,7 @@ from bridged.core.channel import (
     QueueLimits,
     ReconnectPolicy,
 )
-from bridged.core.scheduler import Refusal, Scheduler
+from bridged.core.scheduler import Refusal, Scheduler, Settled
 
 CHUNK = 100
 
@@ -198,7 +198,7 @@ class PipelinedSends(RuleBasedStateMachine):
         self.stream = bytearray()  # confirmed bytes, in order
         self.taken = bytearray()  # every byte the module took, in order
         self.written = self.sent = self.lost = 0
-        self.refusals = self.fallbacks = 0
+        self.refusals = self.fallbacks = self.restored = 0
         self.broken = False  # the stream ended (a failure): the client was closed
 
     def account(self, actions: list[Action]) -> None:
@@ -217,10 +217,23 @@ class PipelinedSends(RuleBasedStateMachine):
         self.written += n
         self.account(self.channel.client_data(data))
 
+    @rule()
+    def pump_settles(self) -> None:
+        """Before its turn the pump asks for the verdict on a refused pipelined send."""
+        verdict = self.scheduler.settle()
+        if verdict is Settled.FELL_BACK:
+            # Only once the refused socket's earlier sends were confirmed, stream intact.
+            assert not self.broken and not self.pending
+            self.fallbacks += 1
+        elif verdict is Settled.RESTORED:
+            assert self.broken  # its connection ended: the ERROR may have been that
+            self.restored += 1
+
     @precondition(lambda self: not self.broken)
     @rule()
     def pump_sends(self) -> None:
         """The pump's turn: pick, send; the module takes it or refuses it before '>'."""
+        self.pump_settles()
         channel = self.scheduler.pick()
         if channel is None:
             return
@@ -228,9 +241,8 @@ class PipelinedSends(RuleBasedStateMachine):
         chunk = channel.next_chunk()
         if len(self.pending) >= self.module_window:
             self.refusals += 1
-            verdict = self.scheduler.refused()
-            assert verdict is not Refusal.FAILED  # only pipelined sends overrun the module
-            self.fallbacks += verdict is Refusal.FELL_BACK
+            # Only pipelined sends overrun the module; the chunk goes back.
+            assert self.scheduler.refused() is Refusal.RETRY
             self.account(channel.send_refused(chunk, self.epoch))
         else:
             self.taken += chunk
@@ -290,9 +302,14 @@ class PipelinedSends(RuleBasedStateMachine):
     @invariant()
     def the_window_holds(self) -> None:
         assert self.channel.unconfirmed_sends <= max(self.profile_window, 1)
-        # A module that takes fewer refuses once; bridged falls back then, and logs it.
-        assert self.refusals == self.fallbacks <= int(self.profile_window > self.module_window)
-        assert self.scheduler.window == (1 if self.fallbacks else self.profile_window)
+        # A module that takes fewer refuses once; the window is 1 from then on, for good
+        # (logged once) when the earlier sends are confirmed.
+        assert self.refusals <= int(self.profile_window > self.module_window)
+        assert self.fallbacks + self.restored <= self.refusals
+        if self.refusals and not self.restored:
+            assert self.scheduler.window == 1
+        if not self.refusals or self.restored:
+            assert self.scheduler.window == self.profile_window
 
 
 TestPipelinedSends = PipelinedSends.TestCase

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridged.core.channel import Channel, QueueLimits, ReconnectPolicy
-from bridged.core.scheduler import Refusal, Scheduler
+from bridged.core.scheduler import Refusal, Scheduler, Settled
 
 
 @dataclass
@@ -20,6 +20,8 @@ class FakeChannel:
     pending: int = 0
     unconfirmed_sends: int = 0
     window: int = 1
+    epoch: int = 1
+    stream_open: bool = True
 
     def sendable(self) -> int:
         return self.pending
@@ -152,7 +154,7 @@ def test_a_reload_changes_the_channels_in_place_and_a_send_in_flight_keeps_the_l
 # --- the send window (pipelined sends, issue 15) -------------------------------------------
 
 
-def test_the_window_is_the_profiles_until_a_pipelined_send_is_refused_then_1_for_good() -> None:
+def test_a_refused_pipelined_send_sets_the_window_to_1_then_for_good_once_confirmed() -> None:
     channels = [FakeChannel(0, pending=100), FakeChannel(1, pending=100)]
     scheduler = Scheduler(channels, max_unconfirmed=3)
     assert (scheduler.window, [c.window for c in channels]) == (3, [3, 3])
@@ -162,28 +164,35 @@ def test_the_window_is_the_profiles_until_a_pipelined_send_is_refused_then_1_for
     assert scheduler.window == 3
     channels[1].unconfirmed_sends = 2
     assert scheduler.pick() is channels[1]  # pipelined
-    assert scheduler.refused() is Refusal.FELL_BACK  # the caller logs it, once
+    assert scheduler.refused() is Refusal.RETRY  # the chunk goes back
     scheduler.done()
+    assert [c.window for c in channels] == [1, 1]  # every channel, at once
+    assert scheduler.settle() is None  # its earlier sends still await their results
+    channels[1].unconfirmed_sends = 0  # ... confirmed on the same connection
+    assert scheduler.settle() is Settled.FELL_BACK  # the caller logs it, once
+    assert scheduler.settle() is None
     assert (scheduler.window, scheduler.fell_back) == (1, True)
-    assert [c.window for c in channels] == [1, 1]  # every channel takes it
     scheduler.set_max_unconfirmed(3)  # the same profile again: the module still refuses
     assert (scheduler.window, channels[0].window) == (1, 1)
     scheduler.set_max_unconfirmed(4)  # another profile: its own window
     assert (scheduler.window, scheduler.fell_back, channels[1].window) == (4, False, 4)
 
 
-def test_a_refusal_after_the_fallback_is_retried_without_a_second_fallback() -> None:
-    channel = FakeChannel(0, pending=100, unconfirmed_sends=1)
-    scheduler = Scheduler([channel], max_unconfirmed=2)
+@pytest.mark.parametrize("ended", ["closed", "reopened"])
+def test_a_refusal_as_the_connection_ends_keeps_pipelining(ended: str) -> None:
+    channel = FakeChannel(0, pending=100, unconfirmed_sends=2)
+    scheduler = Scheduler([channel], max_unconfirmed=3)
     scheduler.pick()
-    assert scheduler.refused() is Refusal.FELL_BACK
+    assert scheduler.refused() is Refusal.RETRY
     scheduler.done()
-    scheduler.set_channels([channel])  # a reload keeps the fallback
     assert channel.window == 1
-    # A send picked while one was unconfirmed before the fallback took effect.
-    scheduler.pick()
-    assert scheduler.refused() is Refusal.RETRY
-    assert scheduler.refused() is Refusal.RETRY
+    if ended == "closed":
+        channel.stream_open = False  # a failed result or the closed URC ended it
+    else:
+        channel.epoch += 1  # and a new connection opened since
+    channel.unconfirmed_sends = 0
+    assert scheduler.settle() is Settled.RESTORED
+    assert (scheduler.window, scheduler.fell_back, channel.window) == (3, False, 3)
 
 
 def test_a_refusal_with_no_send_on_the_line_is_a_failure() -> None:

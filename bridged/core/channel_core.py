@@ -154,6 +154,11 @@ class ChannelCore:
         return len(self._queue) + self._in_flight_bytes
 
     @property
+    def stream_open(self) -> bool:
+        """The current connection is open: its stream goes on."""
+        return self._state is ChannelState.OPEN
+
+    @property
     def unconfirmed_sends(self) -> int:
         """Chunks handed out whose ``+QSSLSEND`` result has not come."""
         return len(self._in_flight)

@@ -13,8 +13,12 @@ The send window: the module profile's ``max_unconfirmed_sends`` (1 unless the pr
 says the module takes more), which the scheduler hands to every channel. Above 1, a
 socket's next AT+QSSLSEND goes after the previous one's ``OK`` without waiting for its
 result (pipelining). A module that answers ERROR before ``>`` to a send picked while its
-socket had earlier sends unconfirmed refused it (it took no data): :meth:`refused` says
-so, and the window falls to 1 for good, once; the glue puts the chunk back and logs it.
+socket had earlier sends unconfirmed took none of it (:meth:`refused`): the glue puts the
+chunk back and the window falls to 1 at once. The same ERROR comes from a module whose
+connection is ending, so the verdict waits (:meth:`settle`): if that socket's earlier sends
+are then all confirmed on the same connection, the module refused the overlap and the
+window stays 1 for good (logged once); if its connection ends first, the ERROR was the
+connection's and the profile's window comes back.
 
 Fairness: a cursor walks the channels in order and starts each search just after the last
 channel served, so a channel with data waits for at most one send of every other channel
@@ -28,7 +32,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Refusal", "Scheduler", "SendSource"]
+__all__ = ["Refusal", "Scheduler", "SendSource", "Settled"]
 
 
 class SendSource(Protocol):
@@ -47,6 +51,16 @@ class SendSource(Protocol):
         """The send window: it is not sendable while ``n`` sends are unconfirmed."""
         ...
 
+    @property
+    def epoch(self) -> int:
+        """Its current connection (a new one at every open)."""
+        ...
+
+    @property
+    def stream_open(self) -> bool:
+        """Its current connection is open (its stream goes on)."""
+        ...
+
 
 S = TypeVar("S", bound=SendSource)
 
@@ -56,12 +70,20 @@ class Refusal(Enum):
 
     #: The send was not pipelined: the socket's send failed, as ever.
     FAILED = "failed"
-    #: The module refused a pipelined send: the window has just fallen to 1 (log it);
-    #: the chunk was not taken and goes back to the head of its queue.
-    FELL_BACK = "fell-back"
-    #: A pipelined send refused after the fallback (a window set again meanwhile): the
-    #: chunk goes back, nothing to log.
+    #: Pipelined: the chunk was not taken and goes back to the head of its queue; the
+    #: window is 1 until :meth:`Scheduler.settle` decides why.
     RETRY = "retry"
+
+
+class Settled(Enum):
+    """:meth:`Scheduler.settle`'s verdict on a refused pipelined send."""
+
+    #: The socket's earlier sends were confirmed on the same connection: the module does
+    #: not take pipelined sends. The window stays 1 (log it: this happens once).
+    FELL_BACK = "fell-back"
+    #: The socket's connection ended first: the ERROR was its end. The window is the
+    #: profile's again.
+    RESTORED = "restored"
 
 
 class Scheduler(Generic[S]):
@@ -69,15 +91,20 @@ class Scheduler(Generic[S]):
         self._channels: tuple[S, ...] = tuple(channels)
         self._cursor = 0  # index of the channel that gets the first look on the next pick
         self._busy = False
-        self._pipelined = False  # the send holding the line was picked with others unconfirmed
+        self._picked: S | None = None  # the channel whose send holds the line
+        self._pipelined = False  # ... picked with earlier sends unconfirmed
         self._profile_window = max_unconfirmed
         self._fell_back = False
+        # A refused pipelined send awaiting its verdict: the channel and its epoch then.
+        self._suspect: tuple[S, int] | None = None
         self.set_max_unconfirmed(max_unconfirmed)
 
     def set_channels(self, channels: Sequence[S]) -> None:
         """Serve these channels from now on (a reload); a send in flight keeps the line."""
         self._channels = tuple(channels)
         self._cursor = 0
+        if self._suspect is not None and self._suspect[0] not in self._channels:
+            self._suspect = None  # its socket is gone: no verdict to wait for
         self._apply_window()
 
     @property
@@ -96,29 +123,46 @@ class Scheduler(Generic[S]):
         if n != self._profile_window:
             self._profile_window = n
             self._fell_back = False
+            self._suspect = None
         self._apply_window()
 
     @property
     def window(self) -> int:
         """Sends per socket that may await their ``+QSSLSEND`` result now."""
-        return 1 if self._fell_back else self._profile_window
+        return 1 if self._fell_back or self._suspect is not None else self._profile_window
 
     @property
     def fell_back(self) -> bool:
-        """The module refused a pipelined send: the window is 1 whatever the profile says."""
+        """The module refused pipelined sends: the window is 1 whatever the profile says."""
         return self._fell_back
 
     def refused(self) -> Refusal:
         """The module answered ERROR before ``>`` to the send holding the line (call it
         before :meth:`done`). Pipelined (its socket had earlier sends unconfirmed when it
-        was picked): the module refused the overlap, so the window falls to 1."""
-        if not self._busy or not self._pipelined:
+        was picked): the chunk goes back and the window is 1 until :meth:`settle`."""
+        if not self._busy or not self._pipelined or self._picked is None:
             return Refusal.FAILED
-        if self._fell_back:
-            return Refusal.RETRY
-        self._fell_back = True
-        self._apply_window()
-        return Refusal.FELL_BACK
+        if not self._fell_back and self._suspect is None:
+            self._suspect = (self._picked, self._picked.epoch)
+            self._apply_window()
+        return Refusal.RETRY
+
+    def settle(self) -> Settled | None:
+        """The verdict on a refused pipelined send, once there is one (call it before
+        :meth:`pick`; None: nothing to decide, or not yet)."""
+        if self._suspect is None:
+            return None
+        channel, epoch = self._suspect
+        if channel.epoch != epoch or not channel.stream_open:
+            self._suspect = None
+            self._apply_window()
+            return Settled.RESTORED
+        if channel.unconfirmed_sends == 0:
+            self._suspect = None
+            self._fell_back = True
+            self._apply_window()
+            return Settled.FELL_BACK
+        return None
 
     def _apply_window(self) -> None:
         window = self.window
@@ -140,6 +184,7 @@ class Scheduler(Generic[S]):
             if channel.sendable() > 0:
                 self._cursor = (index + 1) % count
                 self._busy = True
+                self._picked = channel
                 self._pipelined = channel.unconfirmed_sends > 0
                 return channel
         return None
@@ -147,4 +192,5 @@ class Scheduler(Generic[S]):
     def done(self) -> None:
         """The line is free again (the send was accepted, or it failed)."""
         self._busy = False
+        self._picked = None
         self._pipelined = False

@@ -48,7 +48,7 @@ from bridged.core.channel import (
     Timeouts,
 )
 from bridged.core.qssl_commands import QsslError, SendRefused
-from bridged.core.scheduler import Refusal, Scheduler
+from bridged.core.scheduler import Refusal, Scheduler, Settled
 from bridged.shell.at_engine import ATError
 from bridged.shell.listener import ClientConnection, ClientFactory
 from bridged.shell.qssl import QsslClient, SocketListener
@@ -529,13 +529,15 @@ class SendPump:
     With a module profile whose ``max_unconfirmed_sends`` is above 1, a socket's next
     send goes after the previous one's OK without waiting for its result (the scheduler's
     window). A module that refuses such a pipelined send (ERROR before ``>``) gets the
-    chunk again later, and the window falls to 1 (logged once)."""
+    chunk again later, and the window falls to 1: for good (logged once) if the socket's
+    earlier sends are then confirmed, else (its connection ended) until then."""
 
     def __init__(self, bridges: list[SocketBridge]) -> None:
         self.bridges: dict[int, SocketBridge] = {}
         self.scheduler: Scheduler[Channel] = Scheduler([])
         self.qssl: QsslClient | None = None
         self.chunks_sent = 0
+        self._refusal = ""  # what the module answered to the refused pipelined send
         self.set_bridges(bridges)
 
     def set_bridges(self, bridges: list[SocketBridge]) -> None:
@@ -548,6 +550,20 @@ class SendPump:
             return
         # The profile may have changed (the module identified, a reload).
         self.scheduler.set_max_unconfirmed(qssl.profile.max_unconfirmed_sends)
+        settled = self.scheduler.settle()
+        if settled is Settled.FELL_BACK:
+            log.warn(
+                "the module refused a pipelined AT+QSSLSEND ({why}): sending one at a time "
+                "from now on (max_unconfirmed_sends {n} -> 1)",
+                why=self._refusal,
+                n=qssl.profile.max_unconfirmed_sends,
+            )
+        elif settled is Settled.RESTORED:
+            log.info(
+                "a pipelined AT+QSSLSEND was answered with ERROR as its connection ended "
+                "({why}): sends stay pipelined",
+                why=self._refusal,
+            )
         channel = self.scheduler.pick()
         if channel is None:
             return
@@ -570,18 +586,10 @@ class SendPump:
 
         def not_sent(failure: Failure) -> None:
             # Runs before line_free: the refused send still holds the line.
-            if isinstance(failure.value, SendRefused):
-                verdict = self.scheduler.refused()
-                if verdict is Refusal.FELL_BACK:
-                    log.warn(
-                        "the module refused a pipelined AT+QSSLSEND ({why}): sending one at "
-                        "a time from now on (max_unconfirmed_sends {n} -> 1)",
-                        why=failure.getErrorMessage(),
-                        n=qssl.profile.max_unconfirmed_sends,
-                    )
-                if verdict is not Refusal.FAILED:
-                    bridge.send_refused(chunk, epoch)
-                    return
+            if isinstance(failure.value, SendRefused) and self.scheduler.refused() is Refusal.RETRY:
+                self._refusal = failure.getErrorMessage()
+                bridge.send_refused(chunk, epoch)
+                return
             bridge.send_failed(failure.getErrorMessage(), epoch)
 
         accepted.addBoth(line_free)
