@@ -8,6 +8,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.serialport import SerialPort
+from twisted.logger import formatEvent, globalLogPublisher
 
 from bridged.core.at_codec import CTRL_Z, ESC, ClosedUrc, Event, RecvUrc
 from bridged.shell.at_engine import (
@@ -20,6 +21,7 @@ from bridged.shell.at_engine import (
     SerialLost,
 )
 from tests.support.scripted_pty import ScriptedPty
+from tests.support.waiting import wait_until
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -203,3 +205,30 @@ def test_failing_all_commands_during_resync_does_not_wedge_the_engine(
     pty.send(b"\r\nOK\r\n")
     yield later
     assert engine.healthy
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_sessions_log_lines_keep_their_namespace(engine: ATEngine, pty: ScriptedPty):
+    """The engine hands the pure session a logger in bridged.at: what it logs there is
+    what operators always saw, namespace included."""
+    seen: list[tuple[str, str]] = []
+
+    def observe(event: dict[str, object]) -> None:
+        seen.append((str(event.get("log_namespace")), formatEvent(event)))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        d = engine.command("AT+CSQ")
+        yield pty.wait_for(b"AT+CSQ\r")
+        pty.send(b"\r\n+CSQ: 23,99\r\n\r\nOK\r\n")
+        yield d
+        pty.send(b"\r\nOK\r\n")  # an answer nobody asked for
+        yield defer.ensureDeferred(
+            wait_until(
+                lambda: ("bridged.at", "answer nobody can own discarded: OK") in seen,
+                what="the session's log line in bridged.at",
+            )
+        )
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert ("bridged.at", "AT> AT+CSQ") in seen

@@ -155,3 +155,37 @@ def test_the_data_mode_silence_survives_a_serial_reopen_and_ends_at_a_boot() -> 
     assert session.deadline == 0.1 + TIMING.data_mode_quiet
     session.feed(b"\r\nRDY\r\n", 2.0)  # it rebooted: no data mode any more
     assert session.phase is Phase.QUIET
+
+
+class RecordingLog:
+    """A log sink that keeps (level, text) of every line, fields filled in."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def _keep(self, level: str, format: str | None, fields: dict[str, object]) -> None:
+        self.lines.append((level, (format or "").format(**fields)))
+
+    def debug(self, format: str | None = None, **kwargs: object) -> None:
+        self._keep("debug", format, kwargs)
+
+    def info(self, format: str | None = None, **kwargs: object) -> None:
+        self._keep("info", format, kwargs)
+
+    def warn(self, format: str | None = None, **kwargs: object) -> None:
+        self._keep("warn", format, kwargs)
+
+    def error(self, format: str | None = None, **kwargs: object) -> None:
+        self._keep("error", format, kwargs)
+
+
+def test_the_session_logs_to_the_sink_it_is_given() -> None:
+    """The pure session imports no logging framework: its lines go to the injected sink."""
+    log = RecordingLog()
+    session = ATSession(TIMING, log=log)
+    session.connection_made(0.0)
+    session.submit(Command("AT+CSQ", timeout=1.0), 0.0)
+    session.feed(b"\r\n+CSQ: 23,99\r\n\r\nOK\r\n", 0.1)
+    session.feed(b"\r\nOK\r\n", 0.2)  # an answer nobody asked for
+    assert ("debug", "AT> AT+CSQ") in log.lines
+    assert ("info", "answer nobody can own discarded: OK") in log.lines

@@ -284,3 +284,20 @@ def test_problem_7_passthrough_refuses_every_prompt_opening_command(command: str
 @pytest.mark.parametrize("command", PASSING)
 def test_passthrough_lets_queries_and_reads_through(command: str) -> None:
     assert refusal(command, managed=[0]) is None
+
+
+def test_a_duplicated_answer_in_the_same_read_does_not_complete_the_next_command() -> None:
+    # The module (or the line) repeats a frame: "OK" twice, read in one chunk. The second
+    # copy was on the wire before the next command went out, so it cannot be its answer
+    # (found by the hypothesis model: "command 3 completed by command 2's answer").
+    line = Line()
+    first = line.engine.command("AT+FIRST", timeout=5.0)
+    second = line.engine.command("AT+SECOND", timeout=5.0)
+    assert line.take() == b"AT+FIRST\r"
+    line.say(b"\r\nOK\r\n\r\nOK\r\n")
+    assert isinstance(outcome(first), Response)
+    assert line.take() == b"AT+SECOND\r"
+    assert outcome(second) is None, "the duplicate completed the next command"
+    line.advance(0.1)
+    line.say(b"\r\nOK\r\n")
+    assert isinstance(outcome(second), Response)

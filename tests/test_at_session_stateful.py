@@ -224,12 +224,16 @@ class SessionAgainstModel(RuleBasedStateMachine):
         if self.lose_byte_next and len(data) > 2:
             self.lose_byte_next = False
             data = data[:1] + data[2:]
-        copies = 2 if self.duplicate_next else 1
-        self.duplicate_next = False
-        for _ in range(copies):
-            self.feeding_owner = frame.owner
-            self._apply(self.session.feed(data, self.now))
-            self.feeding_owner = None
+        if self.duplicate_next:
+            # The copy follows right behind, in the same read: a host can tell it from the
+            # next command's answer (it was on the wire before that command went out). A
+            # copy read after the next command could have been answered cannot be told
+            # from that answer by any host, so the model does not make one.
+            self.duplicate_next = False
+            data += data
+        self.feeding_owner = frame.owner
+        self._apply(self.session.feed(data, self.now))
+        self.feeding_owner = None
 
     def _advance(self, seconds: float) -> None:
         end = self.now + seconds

@@ -16,11 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridged.config import (
-    Backoff,
+    BackoffBounds,
     Config,
     ConfigError,
     ControlConfig,
-    DataFormats,
+    DataFormat,
+    DataFormatSetting,
     Endpoint,
     LogConfig,
     MetricsConfig,
@@ -30,6 +31,7 @@ from bridged.config import (
     SerialConfig,
     SocketConfig,
     SslSettings,
+    Timeouts,
     check_config_main,
     load_config,
     load_schema,
@@ -518,10 +520,10 @@ sockets:
         ),
     )
     assert config.serial == SerialConfig(
-        device="/dev/ttyUSB0", baudrate=115200, reopen_backoff=Backoff(initial=1, max=30)
+        device="/dev/ttyUSB0", baudrate=115200, reopen_backoff=BackoffBounds(initial=1, max=30)
     )
     assert config.modem == ModemConfig(
-        prompt_delay=0.5,
+        prompt_delay=None,  # the module profile's
         command_timeout=5,
         init_retries=3,
         guard_time=0.0,
@@ -535,7 +537,10 @@ sockets:
     assert sock.reconnect == ReconnectPolicy(initial=1, max=60, jitter=0.2, open_retries=3)
     assert sock.queue == QueueLimits(send_max_bytes=65536, recv_buffer_bytes=65536)
     assert sock.ssl == SslSettings(
-        seclevel=0, sslversion=4, dataformat=DataFormats("hex", "hex"), timeout=90
+        seclevel=0,
+        sslversion=4,
+        dataformat=DataFormatSetting(DataFormat.HEX, DataFormat.HEX),
+        timeout=90,
     )
     assert config.metrics == MetricsConfig(listen=Endpoint("127.0.0.1", 9464))
     assert config.log == LogConfig(level="info")
@@ -563,6 +568,15 @@ def _schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     return defaults
 
 
+# A socket's timeout keys -> the channel's Timeouts fields the configuration holds.
+TIMEOUT_FIELDS = {
+    "idle_timeout": "idle",
+    "half_close_timeout": "half_close",
+    "handover_wait": "handover_wait",
+    "send_stall_timeout": "send_stall",
+}
+
+
 def test_schema_defaults_match_the_dataclass_defaults() -> None:
     socket = SocketConfig(connect_id=0, listen=Endpoint("a", 1), remote=Endpoint("b", 1))
     objects: dict[str, Any] = {
@@ -581,17 +595,21 @@ def test_schema_defaults_match_the_dataclass_defaults() -> None:
             continue  # expressed as Config.metrics being None
         section, *names = dotted.split(".")
         actual = objects[section]
+        if section == "sockets" and names[0] in TIMEOUT_FIELDS:
+            actual, names = socket.timeouts, [TIMEOUT_FIELDS[names[0]]]
         for name in names:
             actual = getattr(actual, name)
         if isinstance(actual, Endpoint | Path):
             actual = str(actual)
         if dotted == "control.mode":
             actual = f"0{actual:o}"
-        if isinstance(actual, DataFormats):
+        if isinstance(actual, DataFormatSetting):
             default = (
-                DataFormats(default, default)
+                DataFormatSetting.both(DataFormat.from_word(default))
                 if isinstance(default, str)
-                else DataFormats(default["send"], default["recv"])
+                else DataFormatSetting(
+                    DataFormat.from_word(default["send"]), DataFormat.from_word(default["recv"])
+                )
             )
         assert actual == default, dotted
 
@@ -606,7 +624,11 @@ def test_per_socket_ssl_overrides_merge_over_defaults(conf_dir: Path) -> None:
     config = load_config(write_config(conf_dir, text))
     merged, inherited = config.sockets[0].ssl, config.sockets[1].ssl
     assert merged == dataclasses.replace(
-        config.ssl, seclevel=1, timeout=120, dataformat=DataFormats("text", "text"), clientkey=None
+        config.ssl,
+        seclevel=1,
+        timeout=120,
+        dataformat=DataFormatSetting.both(DataFormat.TEXT),
+        clientkey=None,
     )
     assert merged.cacert == conf_dir / "ca.pem"
     assert inherited == config.ssl
@@ -771,6 +793,59 @@ def test_model_and_profile_file_are_read(conf_dir: Path) -> None:
     assert "the BC660K-GL (" in message and "module.yaml) has only connectID 0" in message
 
 
+@pytest.mark.parametrize(
+    ("profile_file", "modem_prompt_delay", "expected"),
+    [
+        ("base: bc26\nprompt_delay: 0.2\n", None, 0.2),  # the profile's measured value
+        ("base: bc26\nprompt_delay: 0.2\n", 0.4, 0.4),  # written in the configuration: wins
+        ("base: bc26\nprompt_delay: 0.2\n", 0.5, 0.5),  # even when it is the old default
+        (None, None, 0.5),  # a built-in model: its profile's (the note's 0.5 s)
+    ],
+)
+def test_the_daemon_waits_the_profile_files_prompt_delay_unless_the_config_sets_one(
+    conf_dir: Path, profile_file: str | None, modem_prompt_delay: float | None, expected: float
+) -> None:
+    """Issue 15: a profile file's prompt_delay (bridged selftest measures it) is the wait
+    after '>' the daemon's AT session uses, unless modem.prompt_delay is written."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridged.shell.daemon import Daemon
+
+    modem = "modem:\n"
+    if profile_file is not None:
+        (conf_dir / "module.yaml").write_text(profile_file)
+        modem += "  profile_file: module.yaml\n"
+    if modem_prompt_delay is not None:
+        modem += f"  prompt_delay: {modem_prompt_delay}\n"
+    config = load_config(write_config(conf_dir, HEAD + ONE_SOCKET + modem))
+    daemon = Daemon(MemoryReactorClock(), config)
+    assert daemon.modem.engine is not None
+    assert daemon.modem.engine.timing.prompt_delay == expected
+
+
+def test_a_reload_applies_a_changed_profile_files_prompt_delay(conf_dir: Path) -> None:
+    """SIGHUP after bridged selftest rewrote the profile file (same path, same
+    configuration text): the new prompt_delay is the daemon's wait from then on."""
+    from twisted.internet import defer
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridged.shell.daemon import Daemon
+
+    (conf_dir / "module.yaml").write_text("base: bc26\nprompt_delay: 0.2\n")
+    path = write_config(conf_dir, HEAD + ONE_SOCKET + "modem:\n  profile_file: module.yaml\n")
+    daemon = Daemon(MemoryReactorClock(), load_config(path))
+    (conf_dir / "module.yaml").write_text("base: bc26\nprompt_delay: 0.3\n")
+    reloaded = defer.Deferred.fromCoroutine(daemon.reload(load_config(path)))
+    assert reloaded.called  # nothing to wait for: the module was never opened
+    assert daemon.modem.options.prompt_delay == 0.3  # taken at the serial reopen
+
+
+def test_prompt_delay_null_means_the_profiles(conf_dir: Path) -> None:
+    config = load_config(write_config(conf_dir, HEAD + ONE_SOCKET + "modem:\n  prompt_delay:\n"))
+    assert config.modem.prompt_delay is None
+    assert config.modem.prompt_delay_for(module_profile(config)) == 0.5
+
+
 def test_a_bad_profile_file_is_a_configuration_error(conf_dir: Path) -> None:
     (conf_dir / "module.yaml").write_text("base: bc99\n")
     message = config_errors(conf_dir, HEAD + ONE_SOCKET + "modem:\n  profile_file: module.yaml\n")
@@ -780,6 +855,28 @@ def test_a_bad_profile_file_is_a_configuration_error(conf_dir: Path) -> None:
 def test_an_unknown_model_is_refused(conf_dir: Path) -> None:
     message = config_errors(conf_dir, HEAD + ONE_SOCKET + "modem:\n  model: bc96\n")
     assert "modem.model" in message and "bc660k" in message
+
+
+# --------------------------------------------------------------------------- socket timeouts
+
+
+def test_socket_timeouts_are_the_channels_by_mode_unless_written(conf_dir: Path) -> None:
+    text = (
+        HEAD
+        + "sockets:\n"
+        + "  - {connect_id: 0, listen: '127.0.0.1:7000', remote: 'h.example:1'}\n"
+        + "  - {connect_id: 1, listen: '127.0.0.1:7001', remote: 'h.example:1',"
+        + " mode: persistent}\n"
+        + "  - {connect_id: 2, listen: '127.0.0.1:7002', remote: 'h.example:1',"
+        + " idle_timeout: 30, half_close_timeout: 5, handover_wait: 0, send_stall_timeout: 25}\n"
+    )
+    on_demand, persistent, written = load_config(write_config(conf_dir, text)).sockets
+    # on-demand: an idle connection costs airtime, closed after 300 s; persistent: never.
+    assert on_demand.timeouts == Timeouts(idle=300.0, half_close=60.0, handover_wait=2.0)
+    assert persistent.timeouts == Timeouts(idle=0.0, half_close=60.0, handover_wait=2.0)
+    assert written.timeouts == Timeouts(
+        idle=30.0, half_close=5.0, handover_wait=0.0, send_stall=25.0
+    )
 
 
 # --------------------------------------------------------------------------- dataformat
@@ -795,11 +892,39 @@ def test_dataformat_per_direction_or_for_both(conf_dir: Path) -> None:
         )
     )
     config = load_config(write_config(conf_dir, text))
-    assert config.ssl.dataformat == DataFormats("text", "hex")
+    assert config.ssl.dataformat == DataFormatSetting(DataFormat.TEXT, DataFormat.HEX)
     assert [s.ssl.dataformat for s in config.sockets] == [
-        DataFormats("text", "text"),
-        DataFormats("text", "hex"),
+        DataFormatSetting.both(DataFormat.TEXT),
+        DataFormatSetting(DataFormat.TEXT, DataFormat.HEX),
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "command", "chunk_format"),
+    [
+        ("hex", '"dataformat",1,1', DataFormat.HEX),
+        ("text", '"dataformat",0,0', DataFormat.TEXT),
+        ("{send: text, recv: hex}", '"dataformat",0,1', DataFormat.TEXT),
+        ("{send: hex, recv: text}", '"dataformat",1,0', DataFormat.HEX),
+    ],
+)
+def test_the_configured_words_become_the_modules_digits(
+    conf_dir: Path, written: str, command: str, chunk_format: DataFormat
+) -> None:
+    """One mapping (core.at_codec.DataFormat): what the file says is what QSSLCFG writes,
+    and the send direction is how the socket's chunks are encoded."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from bridged.core.qssl_commands import configure_lines
+    from bridged.shell.bridge import SocketBridge
+    from bridged.shell.daemon import socket_setup
+
+    text = HEAD + ONE_SOCKET + f"    ssl: {{dataformat: {written}}}\n"
+    (sock,) = load_config(write_config(conf_dir, text)).sockets
+    lines = configure_lines(1, sock.connect_id, socket_setup(sock).settings)
+    assert f"AT+QSSLCFG=1,5,{command}" in lines
+    reactor = MemoryReactorClock()
+    assert SocketBridge(sock, reactor, reactor, lambda: None).data_format is chunk_format
 
 
 @pytest.mark.parametrize(

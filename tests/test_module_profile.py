@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bridged.config.module_profile_file import (
+    load_profile_file,
+    parse_profile_text,
+    profile_yaml,
+    resolve_profile,
+)
 from bridged.core.module_profile import (
     BC20,
     BC26,
@@ -16,19 +22,15 @@ from bridged.core.module_profile import (
     OPEN_SITUATIONS,
     ModuleProfileError,
     detect_model,
-    load_profile_file,
-    parse_profile_text,
-    profile_yaml,
-    resolve_profile,
 )
-from bridged.tools.module_tls import MODULE_CIPHER_SUITES
+from bridged.core.tls_suites import MODULE_CIPHER_SUITES
 
 
 def test_builtins_say_what_bridged_assumes_today() -> None:
     assert (BC26.context_id, BC26.connect_ids) == (1, (0, 1, 2, 3, 4, 5))
     assert (BC26.max_send_hex, BC26.max_send_text) == (730, 1460)
     assert (BC26.max_recv_hex, BC26.max_recv_text) == (650, 1300)
-    assert BC26.cipher_suites is MODULE_CIPHER_SUITES  # one definition, in module_tls
+    assert BC26.cipher_suites is MODULE_CIPHER_SUITES  # one definition, in core.tls_suites
     assert (BC26.prompt_delay, BC26.max_unconfirmed_sends, BC26.recv_quoted) == (0.5, 1, True)
     assert set(BC26.open_results) == set(OPEN_SITUATIONS)
     assert dataclasses.replace(BC20, name="bc26", title="BC26") == BC26

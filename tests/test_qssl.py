@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.serialport import SerialPort
 
-from bridged.core.at_codec import DataFormat
+from bridged.core.at_codec import DataFormat, DataFormatSetting
 from bridged.core.qssl_commands import QsslError, SslSocketSettings, UploadMismatch, error_name
 from bridged.emulator import FAST, Emulator
 from bridged.shell.at_engine import ATEngine
@@ -57,7 +57,7 @@ def module(tmp_path: Path) -> Iterator[tuple[Emulator, QsslClient]]:
 
 
 SETTINGS = SslSocketSettings(
-    seclevel=1, sslversion=4, dataformat=DataFormat.HEX, timeout=10, debug=0
+    seclevel=1, sslversion=4, dataformat=DataFormatSetting.both(DataFormat.HEX), timeout=10, debug=0
 )
 
 

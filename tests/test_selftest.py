@@ -20,8 +20,9 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
+from bridged.config.module_profile_file import load_profile_file
 from bridged.core.at_codec import OpenResult
-from bridged.core.module_profile import BC26, BC660K, BC950K, ModuleProfile, load_profile_file
+from bridged.core.module_profile import BC26, BC660K, BC950K, ModuleProfile
 from bridged.emulator import FAST, Emulator
 from bridged.tools.replay import replay_files
 from bridged.tools.selftest.findings import EchoServer, Selftest, SelftestOptions

@@ -11,7 +11,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from bridged.core.at_codec import (
-    ALL_SOCKETS,
     ATDecoder,
     DataFormat,
     InfoLine,
@@ -45,6 +44,7 @@ from bridged.core.channel import (
     StreamBroken,
     Timeouts,
 )
+from bridged.core.module_profile import BC26
 from bridged.shell.listener import ClientConnection
 
 CLOSED, OPENING, OPEN, CLOSING = (
@@ -53,6 +53,9 @@ CLOSED, OPENING, OPEN, CLOSING = (
     ChannelState.OPEN,
     ChannelState.CLOSING,
 )
+
+#: The default module's (BC26) sockets: a decoder's damage touches all of them.
+ALL_SOCKETS = BC26.connect_ids
 
 
 def make(mode: Mode, *, recv_buffer: int = 100, **timeouts: float) -> Channel:

@@ -26,149 +26,56 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass
-from enum import Enum
 
+from bridged.core.at_dialect import (
+    CTRL_Z,
+    ESC,
+    URC_TYPES,
+    BootSign,
+    ClosedUrc,
+    CloseResult,
+    DataFormat,
+    DataFormatSetting,
+    Echo,
+    Event,
+    FinalResult,
+    InfoLine,
+    OpenResult,
+    Prompt,
+    ProtocolError,
+    RecvUrc,
+    SendResult,
+    Urc,
+    encode_command,
+    encode_payload,
+    quote,
+)
 from bridged.core.module_profile import BC26, ModuleProfile
 
-CTRL_Z = b"\x1a"
-ESC = b"\x1b"
-
-
-class DataFormat(Enum):
-    """How payload bytes travel on the serial line (QSSLCFG "dataformat")."""
-
-    TEXT = 0
-    HEX = 1
-
-    @property
-    def max_send(self) -> int:
-        """Largest fixed-length QSSLSEND of the default module (BC26), in payload bytes."""
-        return BC26.max_send(self is DataFormat.HEX)
-
-    @property
-    def max_recv(self) -> int:
-        """Largest payload one recv URC of the default module (BC26) carries."""
-        return BC26.max_recv(self is DataFormat.HEX)
-
-    @property
-    def bytes_per_payload_byte(self) -> int:
-        return 2 if self is DataFormat.HEX else 1
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class FinalResult:
-    """``OK``, ``ERROR`` or ``+CME ERROR: <code>``: the end of a command's response."""
-
-    ok: bool
-    cme_error: str | None = None  # the code as sent (numeric on the BC26 with CMEE=1)
-
-    @property
-    def text(self) -> str:
-        if self.ok:
-            return "OK"
-        return "ERROR" if self.cme_error is None else f"+CME ERROR: {self.cme_error}"
-
-
-@dataclass(frozen=True, slots=True)
-class InfoLine:
-    """A response line that is neither a final result nor a known URC."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Echo:
-    """The module echoing a command line back (echo is on until ``ATE0``)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """``>``: the module wants data (certificate upload or QSSLSEND)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecvUrc:
-    """``+QSSLURC: "recv",1,<id>,<len>,<data>``: payload received on a socket."""
-
-    connect_id: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedUrc:
-    """``+QSSLURC: "closed",1,<id>``: the module is closing the socket by itself."""
-
-    connect_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class OpenResult:
-    """``+QSSLOPEN: 1,<id>,<err>``."""
-
-    connect_id: int
-    err: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """``+QSSLSEND: 1,<id>,<err>``."""
-
-    connect_id: int
-    err: int
-
-
-@dataclass(frozen=True, slots=True)
-class CloseResult:
-    """``+QSSLCLOSE: 1,<id>,<err>``."""
-
-    connect_id: int
-    err: int
-
-
-@dataclass(frozen=True, slots=True)
-class BootSign:
-    """A line the module prints while (re)booting: it has lost all SSL settings."""
-
-    text: str
-
-
-#: The default module's (BC26) sockets; a decoder's damage touches its profile's.
-ALL_SOCKETS: tuple[int, ...] = BC26.connect_ids
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolError:
-    """Bytes that break the dialect. Reported, counted, never fatal.
-
-    ``connect_id`` names the socket whose received data was lost, when the broken bytes
-    were a recv URC for a known socket: its client has a gap in its stream. ``touches``
-    names every socket whose stream the damage could have touched when it cannot be
-    attributed to one (a damaged URC prefix or connectID, a line that may have been a
-    recv, a text-format length that may have swallowed other lines).
-    """
-
-    kind: str
-    detail: str
-    connect_id: int | None = None
-    touches: tuple[int, ...] = ()
-
-    @property
-    def sockets(self) -> tuple[int, ...]:
-        """The sockets whose received stream this damage breaks."""
-        if self.connect_id is not None:
-            return (self.connect_id,)
-        return self.touches
-
-
-Urc = RecvUrc | ClosedUrc | OpenResult | SendResult | CloseResult | BootSign
-Event = FinalResult | InfoLine | Echo | Prompt | Urc | ProtocolError
-
-URC_TYPES: tuple[type, ...] = (RecvUrc, ClosedUrc, OpenResult, SendResult, CloseResult, BootSign)
+__all__ = [
+    "CTRL_Z",
+    "ESC",
+    "URC_TYPES",
+    "ATDecoder",
+    "BootSign",
+    "CloseResult",
+    "ClosedUrc",
+    "DataFormat",
+    "DataFormatSetting",
+    "Echo",
+    "Event",
+    "FinalResult",
+    "InfoLine",
+    "OpenResult",
+    "Prompt",
+    "ProtocolError",
+    "RecvUrc",
+    "SendResult",
+    "Urc",
+    "encode_command",
+    "encode_payload",
+    "quote",
+]
 
 # --------------------------------------------------------------------------- decoder
 
@@ -587,29 +494,3 @@ _DAMAGED_URC = re.compile(rb'QSSL|SSLURC|URC: "|"(?i:recv|closed)"|"[a-z]{3,6}",
 def _show(data: bytes) -> str:
     """A printable excerpt of raw bytes for error messages."""
     return repr(data[:80])[2:-1]
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-def encode_command(command: str) -> bytes:
-    """One command line, terminated by CR. Refuses what would break the framing."""
-    if not command[:2].upper() == "AT":
-        raise ValueError(f"AT command must start with AT: {command!r}")
-    if any(c in command for c in "\r\n\x1a\x1b") or not command.isascii():
-        raise ValueError(f"AT command must be one line of ASCII: {command!r}")
-    return command.encode("ascii") + b"\r"
-
-
-def quote(text: str) -> str:
-    """A string parameter. The dialect has no escape for '"', so it is refused."""
-    if '"' in text or not text.isprintable() or not text.isascii():
-        raise ValueError(f"cannot pass {text!r} as an AT string parameter")
-    return f'"{text}"'
-
-
-def encode_payload(payload: bytes, data_format: DataFormat) -> bytes:
-    """Payload bytes as the module expects them after the prompt of a fixed-length send."""
-    if data_format is DataFormat.HEX:
-        return payload.hex().upper().encode("ascii")
-    return payload

@@ -48,7 +48,7 @@ from bridged.core.at_codec import (
     ProtocolError,
     encode_command,
 )
-from bridged.core.at_session_core import SessionCore, log
+from bridged.core.at_session_core import SessionCore
 from bridged.core.at_session_rules import (
     COMMAND_PHASES,
     PHASE_RULES,
@@ -72,7 +72,6 @@ from bridged.core.at_session_types import (
     CommandTimeout,
     Completed,
     DataPhase,
-    EngineStopped,
     Failed,
     Notify,
     Observed,
@@ -105,7 +104,6 @@ __all__ = [
     "CommandTimeout",
     "Completed",
     "DataPhase",
-    "EngineStopped",
     "Failed",
     "Kind",
     "Notify",
@@ -205,8 +203,12 @@ class ATSession(SessionCore):
     def feed(self, data: bytes, now: float) -> list[Action]:
         waiting = self.current if self.phase in WAIT_PHASES else None
         phase = self.phase
-        for event in self.decoder.feed(data):
-            self._event(event, now)
+        self._feeding, self._wrote_during_read = True, False
+        try:
+            for event in self.decoder.feed(data):
+                self._event(event, now)
+        finally:
+            self._feeding = self._wrote_during_read = False
         if (
             waiting is not None
             and self.current is waiting
@@ -246,7 +248,7 @@ class ATSession(SessionCore):
     def _event(self, event: Event, now: float) -> None:
         if isinstance(event, UNSOLICITED_TYPES):
             if isinstance(event, ProtocolError):
-                log.warn(
+                self.log.warn(
                     "serial protocol error ({kind}): {detail}", kind=event.kind, detail=event.detail
                 )
             # A boot sign too: the owner decides (a banner read late as the port opens is
@@ -261,16 +263,21 @@ class ATSession(SessionCore):
             self._resync_event(event, kind, now)
             return
         if phase in COMMAND_PHASES:
+            if self._wrote_during_read and kind in (Kind.OK, Kind.ERROR):
+                # Read before the command went out (a duplicated or stray frame behind
+                # the previous answer): it cannot be this command's.
+                self._discard_final(event)
+                return
             self._command_event(event, kind, now)
             return
         # Idle (or in the guard gap): nobody asked.
         if kind is Kind.PROMPT:
-            log.warn("'>' with no data to send: the module waits for data; staying silent")
+            self.log.warn("'>' with no data to send: the module waits for data; staying silent")
             self._start_resync(now, silent=True, why="stray '>'")
         elif kind in (Kind.OK, Kind.ERROR):
             self._discard_final(event)
         elif kind is Kind.INFO:
-            log.info("unsolicited line from module: {line}", line=event_text(event))
+            self.log.info("unsolicited line from module: {line}", line=event_text(event))
             self._notify(event)
 
     def _command_event(self, event: Event, kind: Kind, now: float) -> None:
@@ -285,7 +292,7 @@ class ATSession(SessionCore):
                 if self.phase is Phase.AFTER_DATA:
                     # The payload is out: the module owes this command its result, and
                     # failing it would call data sent that was not. Noise is dropped.
-                    log.info(
+                    self.log.info(
                         "line ignored in {name}'s answer: {line!r}", name=cmd.name, line=event.text
                     )
                     return
@@ -333,7 +340,7 @@ class ATSession(SessionCore):
         }[self.phase]
         wait = cmd.result_timeout if self.phase is Phase.AFTER_DATA else cmd.timeout
         wait = cmd.timeout if wait is None else wait
-        log.warn(
+        self.log.warn(
             "{name} timed out waiting for {phase} after {t:g} s; resynchronising",
             name=cmd.name,
             phase=phase,
@@ -347,7 +354,7 @@ class ATSession(SessionCore):
         self._fail(cmd, CommandTimeout(cmd.line, wait, phase))
 
     def _abort(self, cmd: Command, now: float, why: str, prompt_seen: bool = False) -> None:
-        log.warn("{name}: protocol error: {why}; cancelling", name=cmd.name, why=why)
+        self.log.warn("{name}: protocol error: {why}; cancelling", name=cmd.name, why=why)
         in_data = cmd.data is not None
         self.current = None
         self._observe(cmd, "aborted", now)
@@ -373,11 +380,10 @@ class ATSession(SessionCore):
     def _start_resync(
         self, now: float, *, silent: bool, why: str, silent_from: float | None = None
     ) -> None:
-        self.resyncs += 1
         self._resync_tries = 0
         self._resync_was_silent = silent
         if silent and self.timing.data_mode_quiet > 0:
-            log.warn(
+            self.log.warn(
                 "{why}: the module may be in data mode; silent for {t:g} s before probing",
                 why=why,
                 t=self.timing.data_mode_quiet,
@@ -413,7 +419,7 @@ class ATSession(SessionCore):
             if probe.answer.fullmatch(event.text):
                 self._probe_seen_answer = True
             else:
-                log.debug("line during resync discarded: {line}", line=event.text)
+                self.log.debug("line during resync discarded: {line}", line=event.text)
                 self._probe_seen_answer = False
             return
         if kind is Kind.ECHO:
@@ -441,7 +447,7 @@ class ATSession(SessionCore):
             self._start_resync(now, silent=True, why="no answer to the probe")
             return
         if not self.unresponsive:
-            log.error("module does not answer after {n} probes", n=self.timing.resync_attempts)
+            self.log.error("module does not answer after {n} probes", n=self.timing.resync_attempts)
         self.unresponsive = True
         self.answering = False
         # Nothing queued waits on a module that does not answer: memory stays bounded
@@ -462,7 +468,7 @@ class ATSession(SessionCore):
 
     def _resynced(self, now: float) -> None:
         if self.unresponsive:
-            log.info("module answers again")
+            self.log.info("module answers again")
         self.unresponsive = False
         self.answering = True
         self._note(Resynced())
@@ -471,6 +477,6 @@ class ATSession(SessionCore):
     def _discard_final(self, event: Event, expected: bool = False) -> None:
         self.discarded_finals += 1
         if expected:
-            log.debug("answer nobody can own discarded: {line}", line=event_text(event))
+            self.log.debug("answer nobody can own discarded: {line}", line=event_text(event))
         else:
-            log.info("answer nobody can own discarded: {line}", line=event_text(event))
+            self.log.info("answer nobody can own discarded: {line}", line=event_text(event))

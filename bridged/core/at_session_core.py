@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.logger import Logger
-
 from bridged.core.at_codec import ATDecoder, Event, FinalResult, encode_command
 from bridged.core.at_session_rules import COMMAND_PHASES, RESYNC_PHASES, Phase
 from bridged.core.at_session_types import (
@@ -29,15 +27,21 @@ from bridged.core.at_session_types import (
     SetTimer,
     Write,
 )
-
-log = Logger(namespace="bridged.at")
+from bridged.core.log_sink import DISCARD_LOG, LogSink
 
 
 class SessionCore:
     """The session's state, its command queue and its output batch."""
 
-    def __init__(self, timing: SessionTiming | None = None, max_line: int = 4096) -> None:
+    def __init__(
+        self,
+        timing: SessionTiming | None = None,
+        max_line: int = 4096,
+        log: LogSink = DISCARD_LOG,
+    ) -> None:
         self.timing = timing or SessionTiming()
+        # The shell passes Logger(namespace="bridged.at"); tests may leave the default.
+        self.log = log
         self.decoder = ATDecoder(max_line=max_line)
         self.phase = Phase.DOWN
         self.current: Command | None = None
@@ -50,11 +54,14 @@ class SessionCore:
         self._resync_tries = 0
         self._resync_was_silent = False
         self._quiet_bound = 0.0
-        self.resyncs = 0
         self.discarded_finals = 0
         self.unresponsive = False  # every probe of the last round unanswered
         self._silent_until = 0.0  # the module may be in data mode until then
         self.answering = True  # False from a timeout until the module answers again
+        # Causality: every byte of one read arrived before anything written while that
+        # read is handled, so a result later in the same read cannot answer it.
+        self._feeding = False
+        self._wrote_during_read = False
         self._wait_cap = 0.0  # the latest the current wait may be extended to (busy line)
 
     # ------------------------------------------------------------------ queries
@@ -89,7 +96,7 @@ class SessionCore:
         self.current = cmd
         cmd.started = now
         cmd.lines.clear()
-        log.debug("AT> {line}", line=cmd.line)
+        self.log.debug("AT> {line}", line=cmd.line)
         self._write(encode_command(cmd.line))
         self.phase = Phase.RESPONSE if cmd.data is None else Phase.PROMPT
         self._set_deadline(now + cmd.timeout)
@@ -100,9 +107,9 @@ class SessionCore:
         assert cmd is not None and cmd.data is not None
         data = cmd.data
         if data.redact:
-            log.debug("AT> <{n} bytes redacted>", n=len(data.payload))
+            self.log.debug("AT> <{n} bytes redacted>", n=len(data.payload))
         else:
-            log.debug("AT> <{n} payload bytes>", n=len(data.payload))
+            self.log.debug("AT> <{n} payload bytes>", n=len(data.payload))
         self._write(data.payload + data.terminator)
         self.phase = Phase.AFTER_DATA
         wait = cmd.result_timeout if cmd.result_timeout is not None else cmd.timeout
@@ -114,7 +121,7 @@ class SessionCore:
         self.current = None
         self.answering = True
         self._observe(cmd, "ok" if final.ok else "error", now)
-        log.debug(
+        self.log.debug(
             "AT< {final} ({name}, {ms:.0f} ms)",
             final=final.text,
             name=cmd.name,
@@ -152,6 +159,8 @@ class SessionCore:
     # ------------------------------------------------------------------ outputs
 
     def _write(self, data: bytes) -> None:
+        if self._feeding:
+            self._wrote_during_read = True
         self._effects.append(Write(data))
 
     def _set_deadline(self, at: float | None) -> None:

@@ -56,10 +56,6 @@ class SerialLost(ATError):
     """The serial connection went away with this command pending."""
 
 
-class EngineStopped(ATError):
-    """The engine is shutting down; the command was never sent."""
-
-
 @dataclass(frozen=True, slots=True)
 class Response:
     """A completed command: its information lines and the final result (always OK here)."""

@@ -12,8 +12,17 @@ together (one module reboot closes all six) spread out instead of retrying in lo
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "BackoffBounds"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackoffBounds:
+    """The first and the longest delay of a backoff, in seconds (``serial.reopen_backoff``)."""
+
+    initial: float = 1.0
+    max: float = 30.0
 
 
 class Backoff:

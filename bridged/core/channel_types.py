@@ -35,7 +35,7 @@ class QueueLimits:
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
     initial: float = 1.0  # seconds before the first retry
-    max: float = 300.0  # the longest wait between retries
+    max: float = 60.0  # the longest wait between retries
     jitter: float = 0.2  # fraction by which a wait is randomly shortened
     open_retries: int = 3  # on-demand: retries after the first failed open (0: no retry)
 

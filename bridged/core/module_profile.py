@@ -9,11 +9,11 @@ which ``+QSSLOPEN`` code each kind of open failure gives.
 
 Built in: :data:`BC26` and :data:`BC20` (six sockets on context 1), and their successors
 :data:`BC660K` and :data:`BC950K` (one socket, connectID 0 on context 0, other limits and
-suites; ``/work/shared/spec/bc660k-ssl-at.md``). :func:`resolve_profile` turns the
-configuration's ``modem.model`` / ``modem.profile_file`` into one; :func:`detect_model`
-reads an ``ATI`` / ``AT+CGMM`` answer for ``model: auto``.
-A profile file (``bridged selftest`` writes one) is YAML naming a built-in ``base`` and
-overriding some of the field names below::
+suites; ``/work/shared/spec/bc660k-ssl-at.md``). :func:`detect_model` reads an ``ATI`` /
+``AT+CGMM`` answer for ``model: auto``.
+A profile file (``bridged selftest`` writes one; :mod:`bridged.config.module_profile_file`
+reads and writes it) is YAML naming a built-in ``base`` and overriding some of the field
+names below::
 
     base: bc26
     name: bc26-gateway-7          # optional; default "<base>-custom"
@@ -23,9 +23,9 @@ overriding some of the field names below::
     open_results:                 # merged over the base's; keys: OPEN_SITUATIONS
       client_cert_missing: -3
 
-:func:`load_profile_file` validates it and reports every problem at once
-(:class:`ModuleProfileError`); :func:`profile_yaml` writes one. Pure: no I/O except
-reading the file in :func:`load_profile_file`.
+:func:`profile_from_mapping` validates its contents and reports every problem at once
+(:class:`ModuleProfileError`); :func:`profile_overrides` gives what a file must say. Pure: no
+file, no YAML here.
 """
 
 from __future__ import annotations
@@ -34,18 +34,15 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-from bridged.tools.module_tls import MODULE_CIPHER_SUITES, SSLVERSION_RANGES, CipherSuite
+from bridged.core.tls_suites import MODULE_CIPHER_SUITES, SSLVERSION_PROTOCOLS, CipherSuite
 
 #: The kinds of ``+QSSLOPEN`` failure a self-test can provoke, and a profile maps to codes.
 OPEN_SITUATIONS: tuple[str, ...] = ("wrong_ca", "client_cert_missing", "port_closed", "dns_failure")
 #: ``sslversion`` values of ``AT+QSSLCFG`` (0 SSL 3.0, 1 TLS 1.0, 2 TLS 1.1, 3 TLS 1.2, 4 all).
-SSLVERSION_VALUES: tuple[int, ...] = (0, *sorted(SSLVERSION_RANGES))
+SSLVERSION_VALUES: tuple[int, ...] = (0, *sorted(SSLVERSION_PROTOCOLS))
 
 
 class ModuleProfileError(Exception):
@@ -188,27 +185,7 @@ def builtin_profile(name: str) -> ModuleProfile:
         raise KeyError(f"no built-in module profile {name!r} (have: {have})") from None
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def load_profile_file(path: str | Path) -> ModuleProfile:
-    """Read, parse and validate a profile file."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModuleProfileError(source, [f"cannot read the file: {exc}"]) from None
-    return parse_profile_text(text, source)
-
-
-def parse_profile_text(text: str, source: str = "<profile>") -> ModuleProfile:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ModuleProfileError(source, [f"not valid YAML: {exc}"]) from None
-    if not isinstance(data, dict):
-        raise ModuleProfileError(source, ["the file must be a mapping with at least 'base'"])
-    return profile_from_mapping(data, source)
+# --------------------------------------------------------------------------- validating
 
 
 def profile_from_mapping(data: Mapping[str, Any], source: str = "<profile>") -> ModuleProfile:
@@ -339,19 +316,6 @@ assert set(_CONVERTERS) == set(_FIELDS)
 # --------------------------------------------------------------------------- choosing
 
 
-def resolve_profile(model: str, profile_file: str | Path | None = None) -> ModuleProfile | None:
-    """The profile for ``modem.model`` / ``modem.profile_file``; None for ``auto``.
-
-    A profile file wins over the model (it names its own base); ModuleProfileError if it
-    is invalid, KeyError for an unknown model.
-    """
-    if profile_file is not None:
-        return load_profile_file(profile_file)
-    if model == "auto":
-        return None
-    return builtin_profile(model)
-
-
 def detect_model(answer: str) -> ModuleProfile | None:
     """The built-in profile an ``ATI`` or ``AT+CGMM`` answer names, or None.
 
@@ -386,10 +350,3 @@ def profile_overrides(profile: ModuleProfile, base: ModuleProfile) -> dict[str, 
             else:
                 out[name] = value
     return out
-
-
-def profile_yaml(profile: ModuleProfile, base: ModuleProfile, comments: Sequence[str] = ()) -> str:
-    """A profile file: ``base`` and the differences; ``comments`` go on top."""
-    data = {"base": base.name, **profile_overrides(profile, base)}
-    head = "".join(f"# {line}\n" for line in comments)
-    return head + yaml.safe_dump(data, sort_keys=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bridged.core.at_codec import CTRL_Z, ESC, DataFormat, quote
+from bridged.core.at_codec import CTRL_Z, ESC, DataFormatSetting, quote
 from bridged.core.at_session_types import ATError, CommandError
 
 # The spec's result-code table; names are also metric label values.
@@ -35,7 +35,6 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 CertKind = Literal["cacert", "clientcert", "clientkey"]
-CERT_KINDS: tuple[CertKind, ...] = ("cacert", "clientcert", "clientkey")
 
 # How long past the module's own "timeout" setting we wait for an async result: the note
 # says "plus network delay" without a number.
@@ -103,15 +102,10 @@ class SslSocketSettings:
 
     seclevel: int
     sslversion: int
-    #: The send format (chunk encoding), and the recv format unless ``recv_format``.
-    dataformat: DataFormat
+    #: The send format (chunk encoding) and the recv format (how the codec reads URCs).
+    dataformat: DataFormatSetting
     timeout: int
     debug: int
-    recv_format: DataFormat | None = None
-
-    @property
-    def recv(self) -> DataFormat:
-        return self.dataformat if self.recv_format is None else self.recv_format
 
 
 # --------------------------------------------------------------------------- command lines
@@ -119,11 +113,10 @@ class SslSocketSettings:
 
 def configure_lines(context_id: int, connect_id: int, settings: SslSocketSettings) -> list[str]:
     """Every QSSLCFG write of one socket (they are lost on reboot and wake), in order."""
-    send, recv = settings.dataformat.value, settings.recv.value
     writes = [
         f'"seclevel",{settings.seclevel}',
         f'"sslversion",{settings.sslversion}',
-        f'"dataformat",{send},{recv}',
+        f'"dataformat",{settings.dataformat.digits}',
         f'"timeout",{settings.timeout}',
         f'"debug",{settings.debug}',
     ]

@@ -192,7 +192,7 @@ class TraceRecorder:
             self._phase = _HostPhase.SEND_ASKED
         elif m := _DATAFORMAT_COMMAND.match(line):
             connect_id = int(m.group(1))
-            self._recv_hex[connect_id] = m.group(3) == b"1"
+            self._recv_hex[connect_id] = DataFormat.from_digit(m.group(3)) is DataFormat.HEX
             self._tell_recv_format(connect_id)
 
     def _tell_recv_format(self, connect_id: int) -> None:

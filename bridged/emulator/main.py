@@ -11,7 +11,8 @@ from typing import Any
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
-from bridged.core.module_profile import BUILTIN_PROFILES, ModuleProfileError, load_profile_file
+from bridged.config.module_profile_file import load_profile_file
+from bridged.core.module_profile import BUILTIN_PROFILES, ModuleProfileError
 from bridged.emulator.emulator import DEFAULT_BAUD, Emulator
 from bridged.emulator.profiles import PROFILES
 

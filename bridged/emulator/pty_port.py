@@ -159,10 +159,6 @@ class PtyPort:
     def master_fd(self) -> int | None:
         return self._master
 
-    @property
-    def is_open(self) -> bool:
-        return self._master is not None
-
     def open(self) -> str:
         """Make a new pty, point the symlink at it and start reading; its slave name."""
         if self.link_path.exists() and not self.link_path.is_symlink():

@@ -30,7 +30,6 @@ from bridged.core.at_session import (
     CommandTimeout,
     Completed,
     DataPhase,
-    EngineStopped,
     Failed,
     Notify,
     Observed,
@@ -81,6 +80,7 @@ class ATEngine(Protocol):
                 data_mode_quiet=data_mode_quiet,
             ),
             max_line=max_line,
+            log=log,
         )
         self.decoder = self.session.decoder
         self._deferreds: dict[Command, defer.Deferred[Response]] = {}
@@ -264,7 +264,6 @@ __all__ = [
     "CommandError",
     "CommandTimeout",
     "DataPhase",
-    "EngineStopped",
     "Priority",
     "ProtocolViolation",
     "Response",

@@ -38,14 +38,11 @@ from bridged.core.channel import (
     Ignored,
     OpenSocket,
     PauseClient,
-    QueueLimits,
-    ReconnectPolicy,
     RefuseClient,
     ResumeClient,
     StartTimer,
     StateChanged,
     StreamBroken,
-    Timeouts,
 )
 from bridged.core.qssl_commands import QsslError, SendRefused
 from bridged.core.scheduler import Refusal, Scheduler, Settled
@@ -98,29 +95,15 @@ class SocketBridge:
         self.reactor = reactor
         self.clock = clock
         # The send format: how chunks are encoded and how large they may be.
-        send = config.ssl.dataformat.send
-        self.data_format = DataFormat.HEX if send == "hex" else DataFormat.TEXT
+        self.data_format = config.ssl.dataformat.send
         self.channel = Channel(
             config.connect_id,
             config.mode,
-            limits=QueueLimits(
-                send_max_bytes=config.queue.send_max_bytes,
-                recv_buffer_bytes=config.queue.recv_buffer_bytes,
-            ),
-            reconnect=ReconnectPolicy(
-                initial=config.reconnect.initial,
-                max=config.reconnect.max,
-                jitter=config.reconnect.jitter,
-                open_retries=config.reconnect.open_retries,
-            ),
+            limits=config.queue,
+            reconnect=config.reconnect,
             max_chunk=self.data_format.max_send,
             rng=rng or random.Random(),
-            timeouts=Timeouts(
-                idle=config.effective_idle_timeout,
-                half_close=config.half_close_timeout,
-                handover_wait=config.handover_wait,
-                send_stall=config.send_stall_timeout,
-            ),
+            timeouts=config.timeouts,
         )
         self.stats = SocketStats(state_since=clock.seconds())
         self.qssl: QsslClient | None = None

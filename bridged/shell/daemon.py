@@ -22,7 +22,6 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from bridged.config import Config, ConfigError, SocketConfig, load_config, module_profile
-from bridged.core.at_codec import DataFormat
 from bridged.core.channel import ChannelState
 from bridged.core.link_readings import ModuleInfo
 from bridged.core.qssl_commands import CertKind, SslSocketSettings
@@ -56,8 +55,7 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
         settings=SslSocketSettings(
             seclevel=ssl.seclevel,
             sslversion=ssl.sslversion,
-            dataformat=DataFormat.HEX if ssl.dataformat.send == "hex" else DataFormat.TEXT,
-            recv_format=DataFormat.HEX if ssl.dataformat.recv == "hex" else DataFormat.TEXT,
+            dataformat=ssl.dataformat,
             timeout=ssl.timeout,
             debug=ssl.debug,
         ),
@@ -66,18 +64,19 @@ def socket_setup(config: SocketConfig) -> SocketSetup:
 
 
 def modem_options(config: Config) -> ModemOptions:
+    """The serial and modem sections and the module profile, as the modem takes them."""
+    profile = module_profile(config)
     return ModemOptions(
         device=config.serial.device,
         baudrate=config.serial.baudrate,
-        prompt_delay=config.modem.prompt_delay,
+        prompt_delay=config.modem.prompt_delay_for(profile),
         guard_time=config.modem.guard_time,
         command_timeout=config.modem.command_timeout,
         max_consecutive_timeouts=config.modem.max_consecutive_timeouts,
         allow_reset=config.modem.allow_reset,
-        reopen_initial=config.serial.reopen_backoff.initial,
-        reopen_max=config.serial.reopen_backoff.max,
+        reopen_backoff=config.serial.reopen_backoff,
         init_attempts=max(config.modem.init_retries, 1) * 3,
-        profile=module_profile(config),
+        profile=profile,
         trace=None
         if config.serial.trace is None
         else SerialTraceOptions(
@@ -178,7 +177,12 @@ class Daemon:
         added = [s for cid, s in new_by_id.items() if cid not in unchanged]
         self.cert_digests = digests
         self.modem.reconfigure([socket_setup(s) for s in new.sockets])
-        serial_changed = (old.serial, old.modem) != (new.serial, new.modem)
+        # The options compare too: a profile file rewritten in place (same path) changes
+        # the module's limits or prompt_delay without changing the configuration.
+        options = modem_options(new)
+        serial_changed = (old.serial, old.modem) != (new.serial, new.modem) or (
+            options != self.modem.options
+        )
         log.info(
             "reloading: {kept} socket(s) unchanged, {gone} removed or changed, {new} new{more}",
             kept=len(unchanged),
@@ -209,7 +213,7 @@ class Daemon:
             for bridge in fresh:
                 bridge.listen()
         if serial_changed:
-            self.modem.options = modem_options(new)
+            self.modem.options = options
             self.modem.reopen("configuration reloaded")
             return
         qssl = self.modem.qssl

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from twisted.internet.serialport import SerialPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from bridged.core.backoff import Backoff
+from bridged.core.backoff import Backoff, BackoffBounds
 from bridged.core.lifecycle import Action as LifecycleAction
 from bridged.core.lifecycle import Initialise, Lifecycle, LifecycleSettings, Reopen, Reset
 from bridged.core.lifecycle import SetTimer as LifecycleTimer
@@ -66,8 +66,7 @@ class ModemOptions:
     command_timeout: float = 5.0
     max_consecutive_timeouts: int = 3
     allow_reset: bool = True
-    reopen_initial: float = 1.0
-    reopen_max: float = 30.0
+    reopen_backoff: BackoffBounds = field(default_factory=BackoffBounds)
     init_attempts: int = 10
     reset_grace: float = 15.0  # after AT+QRST=1, how long to wait for the boot banner
     trace: SerialTraceOptions | None = None  # record the line (bridged.core.serial_trace)
@@ -119,7 +118,7 @@ class Modem:
         self.serial_reopens = 0
         self._port: SerialPort | None = None
         self._reopen_backoff = Backoff(
-            options.reopen_initial, options.reopen_max, 0.1, rng or random.Random()
+            options.reopen_backoff.initial, options.reopen_backoff.max, 0.1, rng or random.Random()
         )
         self._reopen_call: IDelayedCall | None = None
         # The lifecycle and its recovery ladder are a pure machine; this class carries

@@ -118,9 +118,6 @@ class QsslClient:
         daemon (serial reopens keep it), so a subscription does too."""
         self.listeners[connect_id] = listener
 
-    def unsubscribe(self, connect_id: int) -> None:
-        self.listeners.pop(connect_id, None)
-
     # ------------------------------------------------------------------ module
 
     async def identify(self) -> ModuleProfile | None:
@@ -156,7 +153,7 @@ class QsslClient:
         """Write every QSSLCFG setting of one socket (they are lost on reboot and wake)."""
         for line in configure_lines(self.context_id, connect_id, settings):
             await self._command(line, priority=Priority.HIGH)
-        self.engine.decoder.set_recv_format(connect_id, settings.recv)
+        self.engine.decoder.set_recv_format(connect_id, settings.dataformat.recv)
         self.open_timeouts[connect_id] = settings.timeout + NETWORK_MARGIN
 
     async def upload(self, connect_id: int, kind: CertKind, pem: bytes) -> None:
@@ -252,29 +249,6 @@ class QsslClient:
 
         confirmed: defer.Deferred[None] = result.addCallback(check).addErrback(timed_out)
         return accepted_d, confirmed
-
-    async def send_variable_length(self, connect_id: int, payload: bytes) -> None:
-        """The note's variable-length send (``AT+QSSLSEND=1,<id>``, data, Ctrl+Z).
-
-        Not binary-safe: Ctrl+Z and Esc end or cancel it, so they are refused here. The
-        bridge itself always sends fixed length; this exists for the note's own flow.
-        """
-        if CTRL_Z in payload or b"\x1b" in payload or not payload:
-            raise ValueError("variable-length data must be non-empty, without Ctrl+Z or Esc")
-        result = self._expect(SendResult, connect_id, self.open_timeouts[connect_id])
-        try:
-            await self.engine.command(
-                f"AT+QSSLSEND={self.context_id},{connect_id}",
-                timeout=self.command_timeout,
-                data=DataPhase(payload, terminator=CTRL_Z),
-                result_timeout=self.open_timeouts[connect_id],
-            )
-        except BaseException:
-            _discard(result)
-            raise
-        code = await result
-        if code != 0:
-            raise QsslError(connect_id, "send", error_name(code), code)
 
     async def close(self, connect_id: int) -> None:
         """Close a socket. A module that answers OK without ``+QSSLCLOSE:`` is tolerated."""

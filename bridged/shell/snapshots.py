@@ -44,7 +44,7 @@ def socket_snapshot(bridge: SocketBridge) -> SocketSnapshot:
         client_peer=client.peer if client is not None else None,
         queued_bytes=bridge.channel.queued_bytes,
         recv_buffered_bytes=bridge.channel.recv_buffered_bytes,
-        idle_timeout=config.effective_idle_timeout,
+        idle_timeout=config.timeouts.idle,
         tx_bytes=stats.tx_bytes,
         rx_bytes=stats.rx_bytes,
         rx_dropped_bytes=stats.rx_dropped_bytes,

@@ -27,45 +27,34 @@ from __future__ import annotations
 import ssl
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from bridged.core.tls_suites import MODULE_CIPHER_SUITES, SSLVERSION_PROTOCOLS, CipherSuite
 
-@dataclass(frozen=True)
-class CipherSuite:
-    """One suite of the module's list: IANA name, IANA code, OpenSSL's name."""
-
-    iana_name: str
-    code: int
-    # None: not a real suite (the renegotiation SCSV); OpenSSL sends it by itself.
-    openssl_name: str | None
-
-
-#: The module's suites in the note's order (table 2).
-MODULE_CIPHER_SUITES: tuple[CipherSuite, ...] = (
-    CipherSuite("TLS_RSA_WITH_AES_256_CBC_SHA256", 0x003D, "AES256-SHA256"),
-    CipherSuite("TLS_RSA_WITH_AES_256_CBC_SHA", 0x0035, "AES256-SHA"),
-    CipherSuite("TLS_RSA_WITH_AES_128_CBC_SHA256", 0x003C, "AES128-SHA256"),
-    CipherSuite("TLS_RSA_WITH_AES_128_CBC_SHA", 0x002F, "AES128-SHA"),
-    CipherSuite("TLS_RSA_WITH_3DES_EDE_CBC_SHA", 0x000A, "DES-CBC3-SHA"),
-    CipherSuite("TLS_PSK_WITH_AES_256_CBC_SHA384", 0x00AF, "PSK-AES256-CBC-SHA384"),
-    CipherSuite("TLS_PSK_WITH_AES_256_CBC_SHA", 0x008D, "PSK-AES256-CBC-SHA"),
-    CipherSuite("TLS_PSK_WITH_AES_128_CBC_SHA256", 0x00AE, "PSK-AES128-CBC-SHA256"),
-    CipherSuite("TLS_PSK_WITH_AES_128_CBC_SHA", 0x008C, "PSK-AES128-CBC-SHA"),
-    CipherSuite("TLS_PSK_WITH_3DES_EDE_CBC_SHA", 0x008B, "PSK-3DES-EDE-CBC-SHA"),
-    CipherSuite("TLS_EMPTY_RENEGOTIATION_INFO_SCSV", 0x00FF, None),
-)
+# The tables live in the pure core; this module turns them into ssl contexts. Re-exported
+# for the tools that take them from here.
+__all__ = [
+    "MODULE_CIPHER_SUITES",
+    "SSLVERSION_RANGES",
+    "CaCertError",
+    "CipherSuite",
+    "ClientCertError",
+    "ClientKeyError",
+    "ModuleTlsError",
+    "UnsupportedSslVersion",
+    "available_suites",
+    "client_context",
+    "openssl_cipher_string",
+]
 
 #: ``sslversion`` setting → (minimum, maximum) protocol; 0 (SSL 3.0) has no entry.
 SSLVERSION_RANGES: dict[int, tuple[ssl.TLSVersion, ssl.TLSVersion]] = {
-    1: (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1),
-    2: (ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_1),
-    3: (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2),
-    4: (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_2),
+    version: (ssl.TLSVersion[low], ssl.TLSVersion[high])
+    for version, (low, high) in SSLVERSION_PROTOCOLS.items()
 }
 
 

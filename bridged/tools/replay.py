@@ -295,10 +295,8 @@ class Replayer:
                 self._pending.setdefault(key, deque()).append((cmd.line, cmd.started))
             if m := _DATAFORMAT.match(cmd.line):
                 connect_id = int(m.group(1))
-                self.session.decoder.set_recv_format(
-                    connect_id, DataFormat.HEX if m.group(3) == "1" else DataFormat.TEXT
-                )
-                if m.group(2) == "1":
+                self.session.decoder.set_recv_format(connect_id, DataFormat.from_digit(m.group(3)))
+                if DataFormat.from_digit(m.group(2)) is DataFormat.HEX:
                     self._send_text.discard(connect_id)
                 else:
                     self._send_text.add(connect_id)

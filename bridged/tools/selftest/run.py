@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bridged.core.module_profile import OPEN_SITUATIONS, profile_yaml
+from bridged.config.module_profile_file import profile_yaml
+from bridged.core.module_profile import OPEN_SITUATIONS
 from bridged.tools.selftest.checks import (
     check_echo,
     check_firmware,
