@@ -539,7 +539,7 @@ sockets:
     assert sock.ssl == SslSettings(
         seclevel=0,
         sslversion=4,
-        dataformat=DataFormatSetting(DataFormat.HEX, DataFormat.HEX),
+        dataformat=DataFormatSetting(DataFormat.TEXT, DataFormat.HEX),  # "dataformat",0,1
         timeout=90,
     )
     assert config.metrics == MetricsConfig(listen=Endpoint("127.0.0.1", 9464))

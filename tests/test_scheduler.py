@@ -6,20 +6,28 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridged.core.channel import Channel, QueueLimits, ReconnectPolicy
-from bridged.core.scheduler import Scheduler
+from bridged.core.scheduler import Refusal, Scheduler, Settled
 
 
 @dataclass
 class FakeChannel:
     name: int
     pending: int = 0
+    unconfirmed_sends: int = 0
+    window: int = 1
+    epoch: int = 1
+    stream_open: bool = True
 
     def sendable(self) -> int:
         return self.pending
+
+    def set_max_unconfirmed(self, n: int) -> None:
+        self.window = n
 
 
 def serve(scheduler: Scheduler[FakeChannel], rounds: int) -> list[int]:
@@ -141,3 +149,57 @@ def test_a_reload_changes_the_channels_in_place_and_a_send_in_flight_keeps_the_l
     assert scheduler.busy and scheduler.pick() is None
     scheduler.done()
     assert serve(scheduler, 3) == [1, 1, 1]  # the retired channel is never served again
+
+
+# --- the send window (pipelined sends, issue 15) -------------------------------------------
+
+
+def test_a_refused_pipelined_send_sets_the_window_to_1_then_for_good_once_confirmed() -> None:
+    channels = [FakeChannel(0, pending=100), FakeChannel(1, pending=100)]
+    scheduler = Scheduler(channels, max_unconfirmed=3)
+    assert (scheduler.window, [c.window for c in channels]) == (3, [3, 3])
+    assert scheduler.pick() is channels[0]  # nothing unconfirmed: not pipelined
+    assert scheduler.refused() is Refusal.FAILED  # an ordinary failure
+    scheduler.done()
+    assert scheduler.window == 3
+    channels[1].unconfirmed_sends = 2
+    assert scheduler.pick() is channels[1]  # pipelined
+    assert scheduler.refused() is Refusal.RETRY  # the chunk goes back
+    scheduler.done()
+    assert [c.window for c in channels] == [1, 1]  # every channel, at once
+    assert scheduler.settle() is None  # its earlier sends still await their results
+    channels[1].unconfirmed_sends = 0  # ... confirmed on the same connection
+    assert scheduler.settle() is Settled.FELL_BACK  # the caller logs it, once
+    assert scheduler.settle() is None
+    assert (scheduler.window, scheduler.fell_back) == (1, True)
+    scheduler.set_max_unconfirmed(3)  # the same profile again: the module still refuses
+    assert (scheduler.window, channels[0].window) == (1, 1)
+    scheduler.set_max_unconfirmed(4)  # another profile: its own window
+    assert (scheduler.window, scheduler.fell_back, channels[1].window) == (4, False, 4)
+
+
+@pytest.mark.parametrize("ended", ["closed", "reopened"])
+def test_a_refusal_as_the_connection_ends_keeps_pipelining(ended: str) -> None:
+    channel = FakeChannel(0, pending=100, unconfirmed_sends=2)
+    scheduler = Scheduler([channel], max_unconfirmed=3)
+    scheduler.pick()
+    assert scheduler.refused() is Refusal.RETRY
+    scheduler.done()
+    assert channel.window == 1
+    if ended == "closed":
+        channel.stream_open = False  # a failed result or the closed URC ended it
+    else:
+        channel.epoch += 1  # and a new connection opened since
+    channel.unconfirmed_sends = 0
+    assert scheduler.settle() is Settled.RESTORED
+    assert (scheduler.window, scheduler.fell_back, channel.window) == (3, False, 3)
+
+
+def test_a_refusal_with_no_send_on_the_line_is_a_failure() -> None:
+    scheduler = Scheduler([FakeChannel(0, pending=1, unconfirmed_sends=1)], max_unconfirmed=2)
+    assert scheduler.refused() is Refusal.FAILED
+
+
+def test_a_window_below_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_unconfirmed_sends"):
+        Scheduler([], max_unconfirmed=0)

@@ -25,7 +25,7 @@ from bridged.core.module_profile import BC26, ModuleProfile
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
-    "HEX_BOTH_WAYS",
+    "SEND_TEXT_RECV_HEX",
     "Config",
     "ControlConfig",
     "Endpoint",
@@ -130,8 +130,11 @@ class ModemConfig:
         return (profile or BC26).prompt_delay
 
 
-#: ``ssl.dataformat``'s default: hex both ways.
-HEX_BOTH_WAYS: Final = DataFormatSetting.both(DataFormat.HEX)
+#: ``ssl.dataformat``'s default: text sends, hex receive (``"dataformat",0,1``). A
+#: fixed-length text send is delimited by its length, so any byte is safe in it, and it
+#: carries 1460 bytes per prompt wait where hex carries 730: twice the upload. Receive stays
+#: hex: a damaged length field in a text recv would desynchronise the parser.
+SEND_TEXT_RECV_HEX: Final = DataFormatSetting(send=DataFormat.TEXT, recv=DataFormat.HEX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,7 +143,7 @@ class SslSettings:
 
     seclevel: int = 1  # default: always verify the server; seclevel 0 must be explicit
     sslversion: int = 4
-    dataformat: DataFormatSetting = HEX_BOTH_WAYS
+    dataformat: DataFormatSetting = SEND_TEXT_RECV_HEX
     timeout: int = 90
     debug: int = 0
     cacert: Path | None = None

@@ -117,6 +117,7 @@ class SessionCore:
         self._wait_cap = now + wait + self.timing.busy_max
 
     def _finish(self, cmd: Command, final: FinalResult, now: float) -> None:
+        prompted = self.phase in (Phase.PROMPT_DELAY, Phase.AFTER_DATA)
         self.current = None
         self.answering = True
         self._observe(cmd, "ok" if final.ok else "error", now)
@@ -130,7 +131,7 @@ class SessionCore:
         if final.ok:
             self._note(Completed(cmd, Response(cmd.line, list(cmd.lines), final)))
         else:
-            self._fail(cmd, CommandError(cmd.line, final, list(cmd.lines)))
+            self._fail(cmd, CommandError(cmd.line, final, list(cmd.lines), prompted))
 
     def _gap(self, now: float) -> None:
         # A short gap between commands: some firmware drops a line sent right after OK.

@@ -24,13 +24,21 @@ class ATError(Exception):
 
 
 class CommandError(ATError):
-    """The module answered ``ERROR`` or ``+CME ERROR``."""
+    """The module answered ``ERROR`` or ``+CME ERROR``.
 
-    def __init__(self, command: str, final: FinalResult, lines: list[str]) -> None:
+    ``prompted``: a command with a data phase got its ``>`` before the error. False means
+    the module refused the command itself and took none of its data (a refused pipelined
+    QSSLSEND may be sent again).
+    """
+
+    def __init__(
+        self, command: str, final: FinalResult, lines: list[str], prompted: bool = False
+    ) -> None:
         super().__init__(f"{command_name(command)}: module answered {final.text}")
         self.command = command
         self.final = final
         self.lines = lines
+        self.prompted = prompted
 
 
 class CommandTimeout(ATError):

@@ -59,6 +59,8 @@ What happens to bytes (the invariants the tests check):
 - Every byte a client wrote is either confirmed by a successful send (``CountTxSent``) or
   its client got ``CloseClient``; bytes that can no longer be sent are reported by
   ``CountTxLost`` (also for a client that already left). Nothing is dropped silently.
+  Up to ``max_unconfirmed`` chunks may await their results (pipelined sends); results
+  confirm them in order, a failure takes them all, a refused one goes back whole.
 - A stream never has a hole and never splices two SSL connections. When the SSL connection
   ends other than by our own orderly close, or its received data was damaged
   (``recv_damaged``), or the persistent buffer would overflow, the attached client is
@@ -197,19 +199,6 @@ class Channel(ChannelCore):
         if self._can_open_now() and self._wants_connection():
             self._open("module ready", actions)
         return actions
-
-    def _drop_stream(self, reason: str, actions: list[Action]) -> int:
-        """Forget every byte either way and close the attached client; return the client
-        bytes that can no longer be sent (the caller counts them lost)."""
-        lost = self.queued_bytes
-        self._queue.clear()
-        self._in_flight = 0
-        self._orphaned = False
-        self._orphan_bytes = 0
-        self._clear_recv_buffer(reason, actions)
-        if self._client:
-            self._close_client(reason, actions)
-        return lost
 
     @_input
     def module_lost(self, reason: str) -> list[Action]:
@@ -353,12 +342,13 @@ class Channel(ChannelCore):
 
     @_input
     def send_done(self, n: int, epoch: int | None = None) -> list[Action]:
-        """``+QSSLSEND: 1,<id>,0`` for the chunk in flight, of ``n`` bytes."""
+        """``+QSSLSEND: 1,<id>,0`` for the oldest chunk in flight, of ``n`` bytes."""
         if not self._in_flight or self._stale(epoch):
             return [Ignored("send_done", "no chunk in flight")]
-        if n != self._in_flight:
-            raise ValueError(f"{self!r}: send_done({n}) for a chunk of {self._in_flight}")
-        self._in_flight = 0
+        if n != self._in_flight[0]:
+            raise ValueError(f"{self!r}: send_done({n}) for a chunk of {self._in_flight[0]}")
+        self._in_flight.popleft()
+        self._in_flight_bytes -= n
         self._traffic = True
         self._tx_progress = True
         actions: list[Action] = [CountTxSent(n)]
@@ -368,8 +358,10 @@ class Channel(ChannelCore):
 
     @_input
     def send_failed(self, reason: str, epoch: int | None = None) -> list[Action]:
-        """The chunk in flight failed (ERROR, err != 0, timeout). How much of it reached the
-        TLS stream is unknown, so the stream is broken: close the client and the socket."""
+        """A chunk in flight failed (ERROR, err != 0, timeout). How much of it reached the
+        TLS stream is unknown, so the stream is broken: close the client and the socket.
+        Every chunk in flight goes with it (counted lost): later results would confirm
+        bytes after a hole."""
         if not self._in_flight or self._stale(epoch):
             return [Ignored("send_failed", "no chunk in flight")]
         actions: list[Action] = []
@@ -377,6 +369,22 @@ class Channel(ChannelCore):
         self._abandon_stream(reason, actions)
         self._close_socket(reason, actions)
         return actions
+
+    @_input
+    def send_refused(self, chunk: bytes, epoch: int | None = None) -> list[Action]:
+        """The module refused the newest chunk in flight before taking any of it (a
+        pipelined send beyond what it takes): it goes back to the head of the queue, to be
+        sent again when the window allows, neither lost nor twice."""
+        if not self._in_flight or self._stale(epoch):
+            return [Ignored("send_refused", "no chunk in flight")]  # counted with its stream
+        if len(chunk) != self._in_flight[-1]:
+            raise ValueError(f"{self!r}: send_refused({len(chunk)}), newest {self._in_flight[-1]}")
+        self._in_flight.pop()
+        self._in_flight_bytes -= len(chunk)
+        self._queue[0:0] = chunk
+        if self._orphaned:
+            self._orphan_bytes += len(chunk)
+        return []
 
     @_input
     def close_done(self, epoch: int | None = None) -> list[Action]:

@@ -10,6 +10,7 @@ returns the actions; see there for the states, the modes and the invariants.
 from __future__ import annotations
 
 import random
+from collections import deque
 
 from bridged.core.backoff import Backoff
 from bridged.core.channel_types import (
@@ -51,6 +52,7 @@ class ChannelCore:
         max_chunk: int,
         rng: random.Random,
         timeouts: Timeouts = NO_HANDOVER,
+        max_unconfirmed: int = 1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -60,6 +62,8 @@ class ChannelCore:
             raise ValueError(f"open_retries must be >= 0, got {reconnect.open_retries}")
         if max_chunk < 1:
             raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
+        if max_unconfirmed < 1:
+            raise ValueError(f"max_unconfirmed must be >= 1, got {max_unconfirmed}")
         if min(timeouts.idle, timeouts.half_close, timeouts.handover_wait, timeouts.send_stall) < 0:
             raise ValueError(f"bad timeouts: {timeouts}")
         self.connect_id = connect_id
@@ -68,6 +72,7 @@ class ChannelCore:
         self._timeouts = timeouts
         self._open_retries = reconnect.open_retries
         self._max_chunk = max_chunk
+        self._max_unconfirmed = max_unconfirmed
         self._backoff = Backoff(reconnect.initial, reconnect.max, reconnect.jitter, rng)
 
         self._state = ChannelState.CLOSED
@@ -85,8 +90,10 @@ class ChannelCore:
         self._open_failure: str | None = None
         # Client bytes not yet handed out by next_chunk(), oldest first.
         self._queue = bytearray()
-        # Size of the chunk handed out and not yet confirmed (0: none in flight).
-        self._in_flight = 0
+        # Sizes of the chunks handed out and not yet confirmed, oldest first (their
+        # +QSSLSEND results come in this order); their sum in _in_flight_bytes.
+        self._in_flight: deque[int] = deque()
+        self._in_flight_bytes = 0
         # On-demand only. The connection (or the retrying to open it) belongs to a client
         # that is gone; the first `_orphan_bytes` of the queue are its bytes still to send.
         # A client attached meanwhile waits for its own connection; its bytes queue behind.
@@ -144,7 +151,17 @@ class ChannelCore:
     @property
     def queued_bytes(self) -> int:
         """Client bytes accepted and not yet confirmed sent (queued plus in flight)."""
-        return len(self._queue) + self._in_flight
+        return len(self._queue) + self._in_flight_bytes
+
+    @property
+    def stream_open(self) -> bool:
+        """The current connection is open: its stream goes on."""
+        return self._state is ChannelState.OPEN
+
+    @property
+    def unconfirmed_sends(self) -> int:
+        """Chunks handed out whose ``+QSSLSEND`` result has not come."""
+        return len(self._in_flight)
 
     @property
     def recv_buffered_bytes(self) -> int:
@@ -158,23 +175,32 @@ class ChannelCore:
             raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
         self._max_chunk = max_chunk
 
+    def set_max_unconfirmed(self, n: int) -> None:
+        """Chunks that may await their ``+QSSLSEND`` result at once (the send window: the
+        module profile's ``max_unconfirmed_sends``, or 1 once the module refused more)."""
+        if n < 1:
+            raise ValueError(f"max_unconfirmed must be >= 1, got {n}")
+        self._max_unconfirmed = n
+
     def sendable(self) -> int:
-        """Bytes that may go out now: OPEN, no chunk in flight, and only the current
-        connection's bytes (not those of a client waiting for its own connection)."""
-        if self._state is not ChannelState.OPEN or self._in_flight:
+        """Bytes that may go out now: OPEN, fewer chunks awaiting their result than the
+        window allows, and only the current connection's bytes (not those of a client
+        waiting for its own connection)."""
+        if self._state is not ChannelState.OPEN or len(self._in_flight) >= self._max_unconfirmed:
             return 0
         return self._orphan_bytes if self._orphaned else len(self._queue)
 
     def next_chunk(self) -> bytes:
-        """Take up to ``max_chunk`` sendable bytes as the chunk in flight (of ``epoch``).
+        """Take up to ``max_chunk`` sendable bytes as a chunk in flight (of ``epoch``).
         Everything queued is coalesced: one full send costs far less serial time than many
-        small."""
+        small. Chunks in flight are confirmed (or fail) in the order they were taken."""
         size = min(self._max_chunk, self.sendable())
         if size == 0:
             raise RuntimeError(f"{self!r}: next_chunk() with nothing sendable")
         chunk = bytes(self._queue[:size])
         del self._queue[:size]
-        self._in_flight = size
+        self._in_flight.append(size)
+        self._in_flight_bytes += size
         if self._orphaned:
             self._orphan_bytes -= size
         return chunk
@@ -292,20 +318,37 @@ class ChannelCore:
         be. Close the client that owns it; count the bytes. A waiting client (on-demand)
         keeps its bytes for its own connection."""
         if self._orphaned:
-            lost = self._orphan_bytes + self._in_flight
+            lost = self._orphan_bytes + self._in_flight_bytes
             del self._queue[: self._orphan_bytes]
         else:
-            lost = len(self._queue) + self._in_flight
+            lost = len(self._queue) + self._in_flight_bytes
             self._queue.clear()
             if self._client:
                 self._close_client(reason, actions)
-        self._in_flight = 0
+        self._clear_in_flight()
         if lost:
             actions.append(CountTxLost(lost, reason))
         if self.mode == "on-demand":
             # Whatever remains of this connection (CLOSING) belongs to nobody.
             self._orphaned = True
             self._orphan_bytes = 0
+
+    def _drop_stream(self, reason: str, actions: list[Action]) -> int:
+        """Forget every byte either way and close the attached client; return the client
+        bytes that can no longer be sent (the caller counts them lost)."""
+        lost = self.queued_bytes
+        self._queue.clear()
+        self._clear_in_flight()
+        self._orphaned = False
+        self._orphan_bytes = 0
+        self._clear_recv_buffer(reason, actions)
+        if self._client:
+            self._close_client(reason, actions)
+        return lost
+
+    def _clear_in_flight(self) -> None:
+        self._in_flight.clear()
+        self._in_flight_bytes = 0
 
     def _open_failed(self, reason: str) -> list[Action]:
         actions: list[Action] = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bridged.core.at_codec import CTRL_Z, ESC, DataFormatSetting, quote
-from bridged.core.at_session_types import ATError
+from bridged.core.at_session_types import ATError, CommandError
 
 # The spec's result-code table; names are also metric label values.
 ERROR_NAMES: dict[int, str] = {
@@ -64,6 +64,24 @@ class QsslError(ATError):
         self.operation = operation
         self.name = name
         self.code = code
+
+
+class SendRefused(QsslError):
+    """The module answered ``AT+QSSLSEND`` itself with ERROR, before ``>``: it took none
+    of the chunk and no ``+QSSLSEND`` result follows. On a pipelined send that is a module
+    refusing more than one send in flight: the chunk may be sent again."""
+
+    def __init__(self, connect_id: int, answer: str) -> None:
+        detail = f"module answered {answer} before '>'"
+        super().__init__(connect_id, "send", "refused", None, detail)
+
+
+def send_refusal(connect_id: int, error: BaseException | None) -> SendRefused | None:
+    """What a failed ``AT+QSSLSEND`` means: a :class:`SendRefused` if the module refused
+    the command before ``>`` (no data taken), else None (the send failed)."""
+    if isinstance(error, CommandError) and not error.prompted:
+        return SendRefused(connect_id, error.final.text)
+    return None
 
 
 class RemoteClosed(ATError):

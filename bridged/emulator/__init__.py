@@ -11,7 +11,9 @@ What a module model does where the note is silent comes from its module profile
 (``Emulator(..., module_profile=BC26)``, :mod:`bridged.core.module_profile`; ``profile=`` is
 the timing, ``fast`` or ``nbiot``): the ``+QSSLOPEN`` code of each open failure
 (``open_results``), whether a second QSSLSEND on a socket before the first one's
-``+QSSLSEND`` result is taken (``max_unconfirmed_sends``; beyond it: ERROR), quoted or
+``+QSSLSEND`` result is taken (``max_unconfirmed_sends``; beyond it: ERROR at the command,
+before ``>``, so no data is taken and no ``+QSSLSEND`` follows; the earlier sends' results
+still come, in order), quoted or
 bare recv data (``recv_quoted``), the send/recv limits, the suites, the accepted
 ``sslversion`` values, and the data-mode entry delay (``prompt_delay``, unless the timing
 overrides it, as ``fast`` does). Elsewhere the emulator decides (and the tests pin it):
@@ -31,6 +33,8 @@ overrides it, as ``fast`` does). Elsewhere the emulator decides (and the tests p
   -4 missing/bad/mismatched client key; -5 no common suite or protocol version
   (TLS 1.3-only and ECDHE-only servers, SSL 3.0); -6 socket not closed; -7 the
   ``"timeout"`` setting elapsed.
+* A send's ``+QSSLSEND`` result comes only while its connection lasts: none after
+  ``AT+QSSLCLOSE``, the ``"closed"`` URC or a reset, so never one on a later connection.
 * QSSLCLOSE on a closed socket is harmless (``OK``, ``+QSSLCLOSE: 1,<id>,0``); closing
   an opening socket abandons the attempt without a ``+QSSLOPEN``.
 * URCs are held while a prompt or data mode is in progress and written after the

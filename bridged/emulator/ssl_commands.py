@@ -168,7 +168,11 @@ class SslCommands:
         if socket.state is not SocketState.OPEN:
             return self._send_failed(CmeError.OPERATION_NOT_ALLOWED)
         if socket.unconfirmed_sends >= self._module.max_unconfirmed_sends:
-            # Before the last send's +QSSLSEND result: beyond what this module takes.
+            # Before the last send's +QSSLSEND result: beyond what this module takes. The
+            # refusal comes at the command, before '>': no data is taken, no +QSSLSEND
+            # follows, and the earlier sends' results still come (our guess, pinned by
+            # tests/emulator/test_module_profile.py).
+            self._stats.pipelined_sends_refused += 1
             return self._send_failed(CmeError.OPERATION_NOT_ALLOWED)
         if self._faults.take_send_error(SendErrorStage.COMMAND):
             return self._send_failed(CmeError.UNKNOWN)
@@ -184,6 +188,11 @@ class SslCommands:
                 return self._send_failed(CmeError.UNKNOWN)
             self._stats.sends += 1
             self._stats.sent_payload_bytes += len(payload)
+            if socket.unconfirmed_sends:
+                self._stats.pipelined_sends += 1
+            self._stats.most_unconfirmed_sends = max(
+                self._stats.most_unconfirmed_sends, socket.unconfirmed_sends + 1
+            )
             return Reply.ok(then=lambda: socket.send(payload))
 
         return Reply.ask(

@@ -31,6 +31,13 @@ class EmulatorStats:
     #: QSSLSENDs whose data was taken (OK), and those answered ERROR.
     sends: int = 0
     send_failures: int = 0
+    #: QSSLSENDs taken while an earlier send on the same socket had no ``+QSSLSEND``
+    #: result yet (pipelined), the most unconfirmed sends one socket ever had at once,
+    #: and pipelined QSSLSENDs refused (ERROR at the command, before ``>``) because the
+    #: profile's ``max_unconfirmed_sends`` was reached.
+    pipelined_sends: int = 0
+    most_unconfirmed_sends: int = 0
+    pipelined_sends_refused: int = 0
     #: Payload bytes the module accepted for sending / delivered in recv URCs.
     sent_payload_bytes: int = 0
     received_payload_bytes: int = 0

@@ -46,8 +46,8 @@ from bridged.core.channel import (
     StateChanged,
     StreamBroken,
 )
-from bridged.core.qssl_commands import QsslError
-from bridged.core.scheduler import Scheduler
+from bridged.core.qssl_commands import QsslError, SendRefused
+from bridged.core.scheduler import Refusal, Scheduler, Settled
 from bridged.shell.at_engine import ATError
 from bridged.shell.listener import ClientConnection, ClientFactory
 from bridged.shell.qssl import QsslClient, SocketListener
@@ -304,6 +304,10 @@ class SocketBridge:
     def send_done(self, n: int, epoch: int) -> None:
         self._feed(lambda: self.channel.send_done(n, epoch))
 
+    def send_refused(self, chunk: bytes, epoch: int) -> None:
+        """The module took none of ``chunk`` (a refused pipelined send): it goes back."""
+        self._feed(lambda: self.channel.send_refused(chunk, epoch))
+
     def send_failed(self, reason: str, epoch: int) -> None:
         self.stats.send_failures += 1
         self.stats.error(f"send failed: {reason}", self.clock.seconds())
@@ -506,13 +510,20 @@ class SocketBridge:
 class SendPump:
     """Runs one AT+QSSLSEND at a time, taking turns among sockets with data. One pump
     lives as long as the daemon: a reload changes its sockets in place, so a send in
-    flight still holds the line and its result still reaches the socket it came from."""
+    flight still holds the line and its result still reaches the socket it came from.
+
+    With a module profile whose ``max_unconfirmed_sends`` is above 1, a socket's next
+    send goes after the previous one's OK without waiting for its result (the scheduler's
+    window). A module that refuses such a pipelined send (ERROR before ``>``) gets the
+    chunk again later, and the window falls to 1: for good (logged once) if the socket's
+    earlier sends are then confirmed, else (its connection ended) until then."""
 
     def __init__(self, bridges: list[SocketBridge]) -> None:
         self.bridges: dict[int, SocketBridge] = {}
         self.scheduler: Scheduler[Channel] = Scheduler([])
         self.qssl: QsslClient | None = None
         self.chunks_sent = 0
+        self._refusal = ""  # what the module answered to the refused pipelined send
         self.set_bridges(bridges)
 
     def set_bridges(self, bridges: list[SocketBridge]) -> None:
@@ -523,6 +534,22 @@ class SendPump:
         qssl = self.qssl
         if qssl is None or self.scheduler.busy:
             return
+        # The profile may have changed (the module identified, a reload).
+        self.scheduler.set_max_unconfirmed(qssl.profile.max_unconfirmed_sends)
+        settled = self.scheduler.settle()
+        if settled is Settled.FELL_BACK:
+            log.warn(
+                "the module refused a pipelined AT+QSSLSEND ({why}): sending one at a time "
+                "from now on (max_unconfirmed_sends {n} -> 1)",
+                why=self._refusal,
+                n=qssl.profile.max_unconfirmed_sends,
+            )
+        elif settled is Settled.RESTORED:
+            log.info(
+                "a pipelined AT+QSSLSEND was answered with ERROR as its connection ended "
+                "({why}): sends stay pipelined",
+                why=self._refusal,
+            )
         channel = self.scheduler.pick()
         if channel is None:
             return
@@ -544,6 +571,11 @@ class SendPump:
             bridge.send_done(len(chunk), epoch)
 
         def not_sent(failure: Failure) -> None:
+            # Runs before line_free: the refused send still holds the line.
+            if isinstance(failure.value, SendRefused) and self.scheduler.refused() is Refusal.RETRY:
+                self._refusal = failure.getErrorMessage()
+                bridge.send_refused(chunk, epoch)
+                return
             bridge.send_failed(failure.getErrorMessage(), epoch)
 
         accepted.addBoth(line_free)

@@ -46,6 +46,7 @@ from bridged.core.qssl_commands import (
     error_name,
     open_line,
     send_line,
+    send_refusal,
     upload_line,
 )
 from bridged.shell.at_engine import (
@@ -173,6 +174,14 @@ class QsslClient:
 
     async def open(self, connect_id: int, host: str, port: int) -> None:
         """Open an SSL connection; raises :class:`QsslError` with the module's code."""
+        # Sends of the socket's last connection still awaiting a result (pipelined sends
+        # behind one that failed) would take this connection's results: results carry no
+        # more than the connectID. They are given up now; their stream ended already.
+        stale = self._waiters.get((SendResult, connect_id), [])
+        while stale:
+            stale.pop(0).errback(
+                QsslError(connect_id, "send", "stale", None, "socket reopened before its result")
+            )
         result = self._expect(OpenResult, connect_id, self.open_timeouts[connect_id])
         try:
             await self._command(
@@ -202,7 +211,9 @@ class QsslClient:
         """Send one fixed-length chunk.
 
         Returns two Deferreds: *accepted* fires at ``OK`` (the serial line is free for the
-        next command), *confirmed* at ``+QSSLSEND: 1,<id>,0``. Either fails on error.
+        next command), *confirmed* at ``+QSSLSEND: 1,<id>,0``. Either fails on error; with
+        :class:`SendRefused` if the module refused the command before ``>``. Results are
+        matched to sends in order, so several sends of a socket may await theirs.
         """
         limit = self.profile.max_send(data_format is DataFormat.HEX)
         if not 1 <= len(payload) <= limit:
@@ -223,6 +234,9 @@ class QsslClient:
         def refused(failure: Failure) -> Failure:
             # No +QSSLSEND follows an ERROR: the confirmation fails with the same reason.
             self._forget(SendResult, connect_id, result)
+            refusal = send_refusal(connect_id, failure.value)
+            if refusal is not None:
+                failure = Failure(refusal)  # type: ignore[no-untyped-call]
             if not result.called:
                 result.errback(failure)
             return failure

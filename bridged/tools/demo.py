@@ -132,7 +132,7 @@ modem:
 ssl:
   seclevel: 2
   sslversion: 4
-  dataformat: hex
+  dataformat: {{send: text, recv: hex}}   # the default
   cacert: {pki.ca_cert}
   clientcert: {pki.client_cert}
   clientkey: {pki.client_key}

@@ -1,7 +1,7 @@
 """The emulator as its own process for the benchmarks; its counters on the way out.
 
     python -m tests.bench.emulator_proc --device PATH --baud N --prompt-max-delay S \\
-        --stats FILE [--seed N]
+        --stats FILE [--seed N] [--max-unconfirmed-sends N]
 
 Like ``bridged emulate --profile fast`` (by default no network latency and no uplink
 limit: the serial line is the only bottleneck; ``--rtt`` and ``--uplink-rate`` add the
@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
+from bridged.core.module_profile import BC26
 from bridged.emulator import FAST, Emulator
 
 
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt", type=float, default=0.0, help="network round trip, s")
     parser.add_argument("--uplink-rate", type=float, help="radio uplink, bytes/s")
     parser.add_argument("--stats", required=True)
+    parser.add_argument(
+        "--max-unconfirmed-sends",
+        type=int,
+        default=BC26.max_unconfirmed_sends,
+        help="sends per socket the BC26 takes before the first one's +QSSLSEND result",
+    )
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
@@ -45,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         rtt=args.rtt,
         uplink_rate=args.uplink_rate,
     )
-    emulator = Emulator(args.device, baud=args.baud, profile=profile, seed=args.seed)
+    module = replace(BC26, max_unconfirmed_sends=args.max_unconfirmed_sends)
+    emulator = Emulator(
+        args.device, baud=args.baud, profile=profile, seed=args.seed, module_profile=module
+    )
     r: Any = reactor
 
     def write_stats() -> None:

@@ -47,6 +47,9 @@ class RigSettings:
     log_level: str = "info"
     rtt: float = 0.0  # the emulator's network round trip (s)
     uplink_rate: float | None = None  # the emulator's radio uplink (bytes/s)
+    #: The module's (emulator) and bridged's (a profile file) max_unconfirmed_sends:
+    #: above 1, sends are pipelined.
+    max_unconfirmed_sends: int = 1
     #: "bridged" (``bridged run``) or "peer" (tests/bench/peer.py, the minimal bridge).
     bridge: str = "bridged"
     #: Run the bridge alone in a cgroup with this CPU quota (share of one core).
@@ -106,6 +109,7 @@ class ProcessRig:
         ]
         if s.uplink_rate is not None:
             command += ["--uplink-rate", str(s.uplink_rate)]
+        command += ["--max-unconfirmed-sends", str(s.max_unconfirmed_sends)]
         self.emulator = subprocess.Popen(
             command,
             cwd=REPO,
@@ -291,12 +295,25 @@ class ProcessRig:
         self._logs.append(log)
         return log
 
+    def module_profile_file(self) -> Path:
+        """The BC26 with the row's ``max_unconfirmed_sends``, as bridged reads it."""
+        path = self.directory / "module.yaml"
+        path.write_text(
+            f"base: bc26\nmax_unconfirmed_sends: {self.settings.max_unconfirmed_sends}\n"
+        )
+        return path
+
     def config_text(self) -> str:
         s = self.settings
         lines = [
             f"serial: {{device: {self.device}, baudrate: {s.baud},"
             " reopen_backoff: {initial: 0.2, max: 1}}",
-            f"modem: {{prompt_delay: {s.prompt_delay}, guard_time: {s.guard_time}}}",
+            f"modem: {{prompt_delay: {s.prompt_delay}, guard_time: {s.guard_time}"
+            + (
+                f", profile_file: {self.module_profile_file()}}}"
+                if s.max_unconfirmed_sends > 1
+                else "}"
+            ),
             "ssl:",
             f"  seclevel: {s.seclevel}",
             f"  dataformat: {s.dataformat}",

@@ -87,7 +87,7 @@ def test_status_during_a_transfer_and_only_own_log_lines(tmp_path: Path) -> None
     log = err.read_text().splitlines()
     # Debug: the AT traffic, with payloads as byte counts and certificates never shown.
     assert any("AT> AT+QSSLSEND=" in line for line in log)
-    assert any("AT> <26 payload bytes>" in line for line in log)  # 13 bytes as hex
+    assert any("AT> <13 payload bytes>" in line for line in log)  # text sends: the default
     assert any('AT< +QSSLURC: "recv",0 <13 payload bytes>' in line for line in log)
     assert sum("bytes redacted>" in line for line in log) == 3  # CA, client cert and key
     text = "\n".join(log)

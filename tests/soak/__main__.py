@@ -45,6 +45,14 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         action="store_true",
         help="text sockets send text and receive hex ({send: text, recv: hex})",
     )
+    parser.add_argument(
+        "--max-unconfirmed-sends",
+        type=int,
+        default=1,
+        metavar="N",
+        help="pipelined sends: the module takes N per socket before the first one's "
+        "result, and bridged's module profile says so (default 1: no pipelining)",
+    )
     args = parser.parse_args(argv)
     options = SoakOptions(
         minutes=args.minutes,
@@ -56,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         trace=args.trace,
         fault_round=tuple(args.faults.split(",")) if args.faults else None,
         split_format=args.split_format,
+        max_unconfirmed_sends=args.max_unconfirmed_sends,
     )
     if args.seed is not None:
         options.seed = args.seed

@@ -33,6 +33,7 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublish
 from zope.interface import implementer
 
 from bridged.config import load_config
+from bridged.core.module_profile import BC26
 from bridged.emulator import FAST, Emulator
 from bridged.ops.logs import LineObserver
 from bridged.shell.daemon import Daemon
@@ -63,6 +64,11 @@ SOCKETS = (
 )
 
 
+# The emulator's network round trip when sends are pipelined: longer than a round of all
+# six sockets' sends at the soak's baud rate (~0.1 s), so a socket's next turn often comes
+# before its previous send's result and it has several unconfirmed.
+PIPELINE_RTT = 0.5
+
 # bridged's send_stall_timeout in the soak: below the stall limit, above the longest
 # single fault (a late '>': prompt wait 3 s + '>' at 6 s + data-mode silence 12 s).
 SEND_STALL_TIMEOUT = 24.0
@@ -83,6 +89,11 @@ class SoakOptions:
     #: The text sockets send text and receive hex (``{send: text, recv: hex}``, issue 15),
     #: so every socket's recv takes the recv faults.
     split_format: bool = False
+    #: Pipelined sends (issue 15): the emulated module takes this many sends per socket
+    #: before the first one's result, and bridged's module profile says so. Above 1 the
+    #: emulator's network gets PIPELINE_RTT of round trip, so results trail their OKs
+    #: and sends really overlap.
+    max_unconfirmed_sends: int = 1
 
 
 def _configured_format(plan: SocketPlan, options: SoakOptions) -> str:
@@ -145,7 +156,12 @@ class SoakReport:
         finals = [s for s in self.final_recovery.values() if s is not None]
         lines = [
             f"soak: seed {o.seed}, {self.duration / 60:.1f} min, faults every "
-            f"{o.fault_gap[0]:g}-{o.fault_gap[1]:g} s, {o.baud} baud",
+            f"{o.fault_gap[0]:g}-{o.fault_gap[1]:g} s, {o.baud} baud"
+            + (
+                f", pipelined sends (max_unconfirmed_sends {o.max_unconfirmed_sends})"
+                if o.max_unconfirmed_sends > 1
+                else ""
+            ),
             f"faults injected: {sum(self.faults.values())} " + _counts(self.faults),
             f"  garbage: {_counts(self.garbage)}",
             f"bytes: {sent} written by clients, {echoed} echoed back "
@@ -229,13 +245,30 @@ class _SoakRig(BridgeRig):
     """The test rig with the soak's seed in the emulator and the daemon."""
 
     def __init__(
-        self, directory: Path, pki: Any, seed: int, baud: int, trace: Path | None = None
+        self,
+        directory: Path,
+        pki: Any,
+        seed: int,
+        baud: int,
+        trace: Path | None = None,
+        max_unconfirmed_sends: int = 1,
     ) -> None:
         # ssl.timeout 10 s (the least the module allows): it bounds how long the module
         # may sit in data mode, so how long bridged waits for it after a hang-up mid-send.
-        super().__init__(directory, pki, baud=baud, ssl_timeout=10)
+        modem_extra = ""
+        if max_unconfirmed_sends > 1:
+            profile_file = directory / "module.yaml"
+            profile_file.write_text(f"base: bc26\nmax_unconfirmed_sends: {max_unconfirmed_sends}\n")
+            modem_extra = f"profile_file: {profile_file}"
+        super().__init__(directory, pki, baud=baud, ssl_timeout=10, modem_extra=modem_extra)
         profile = replace(FAST, prompt_max_delay=0.01)
-        self.emulator = Emulator(self.device, baud=baud, profile=profile, seed=seed)
+        module = BC26
+        if max_unconfirmed_sends > 1:
+            profile = replace(profile, rtt=PIPELINE_RTT)
+            module = replace(BC26, max_unconfirmed_sends=max_unconfirmed_sends)
+        self.emulator = Emulator(
+            self.device, baud=baud, profile=profile, seed=seed, module_profile=module
+        )
         self.seed = seed
         self.trace = trace
 
@@ -292,7 +325,7 @@ async def run_soak(options: SoakOptions, out: TextIO | None = None) -> SoakRepor
     # A second echo server: reloads move a socket's remote between the two.
     other_server = start_socat_echo_server(pki, log_path=workdir / "socat2.log")
     trace = workdir / "serial.trace" if options.trace else None
-    rig = _SoakRig(workdir, pki, options.seed, options.baud, trace)
+    rig = _SoakRig(workdir, pki, options.seed, options.baud, trace, options.max_unconfirmed_sends)
     clients: list[SocketClient] = []
     started = time.monotonic()
     try:
