@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "bridged"
 CORE = "bridged.core"
 MAX_LINES = 500
@@ -299,12 +297,6 @@ def test_the_core_imports_nothing_that_does_io() -> None:
     assert not problems, "bridged.core must stay pure:\n" + "\n".join(f"  {p}" for p in problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: other helpers are splitting bridged/config/__init__.py (1,141 lines) "
-    "and bridged/shell/bridge.py (564); remove this marker when the last of them lands "
-    "(strict: the test then passes and the marker fails it)",
-)
 def test_no_module_is_over_500_lines() -> None:
     too_big = oversized()
     assert not too_big, f"modules over {MAX_LINES} lines:\n" + "\n".join(

@@ -1,18 +1,17 @@
-"""Twisted glue around each socket's channel, and the send pump that shares the line.
+"""Twisted glue around each socket's channel.
 
 ``SocketBridge`` owns one :class:`~bridged.core.channel.Channel`: it feeds it the events of its
 TCP client, of the module (recv / closed URCs, command results) and of its timers, and
-carries out the actions the channel returns. ``SendPump`` asks the
-:class:`~bridged.core.scheduler.Scheduler` whose turn it is and runs one ``AT+QSSLSEND`` at a
-time. Counters live here as plain numbers; the metrics module reads them at scrape time.
+carries out the actions the channel returns. The send pump that shares the line among the
+sockets is :mod:`bridged.shell.send_pump`. Counters live here as plain numbers; the metrics
+module reads them at scrape time.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import ParamSpec
 
@@ -46,8 +45,8 @@ from bridged.core.channel import (
     StateChanged,
     StreamBroken,
 )
-from bridged.core.qssl_commands import QsslError, SendRefused
-from bridged.core.scheduler import Refusal, Scheduler, Settled
+from bridged.core.qssl_commands import QsslError
+from bridged.ops.socket_stats import SocketStats
 from bridged.shell.at_engine import ATError
 from bridged.shell.listener import ClientConnection, ClientFactory
 from bridged.shell.qssl import QsslClient, SocketListener
@@ -55,31 +54,6 @@ from bridged.shell.qssl import QsslClient, SocketListener
 log = Logger(namespace="bridged.socket")
 
 _P = ParamSpec("_P")
-
-
-@dataclass
-class SocketStats:
-    """Per-socket counters (monotonic) for metrics and tests."""
-
-    tx_bytes: int = 0  # payload bytes confirmed sent by +QSSLSEND: ...,0
-    rx_bytes: int = 0  # payload bytes received in recv URCs
-    rx_dropped_bytes: int = 0
-    tx_lost_bytes: int = 0  # client bytes never confirmed, their client closed
-    remote_closes: int = 0
-    opens: Counter[str] = field(default_factory=Counter)  # by result name
-    client_connections: Counter[str] = field(default_factory=Counter)  # by outcome
-    send_failures: int = 0
-    rx_corrupted_urcs: int = 0  # recv URCs for this socket that arrived garbled
-    # Connections we ended because the stream could not go on whole, by StreamBroken label.
-    streams_broken: Counter[str] = field(default_factory=Counter)
-    # For `bridged status` (wall-clock seconds from the reactor):
-    state_since: float | None = None  # when the SSL connection entered its current state
-    client_since: float | None = None  # when the attached client connected
-    last_error: str | None = None  # the last open or send failure
-    last_error_at: float | None = None
-
-    def error(self, text: str, when: float) -> None:
-        self.last_error, self.last_error_at = text, when
 
 
 class SocketBridge:
@@ -505,78 +479,3 @@ class SocketBridge:
     @property
     def state(self) -> ChannelState:
         return self.channel.state
-
-
-class SendPump:
-    """Runs one AT+QSSLSEND at a time, taking turns among sockets with data. One pump
-    lives as long as the daemon: a reload changes its sockets in place, so a send in
-    flight still holds the line and its result still reaches the socket it came from.
-
-    With a module profile whose ``max_unconfirmed_sends`` is above 1, a socket's next
-    send goes after the previous one's OK without waiting for its result (the scheduler's
-    window). A module that refuses such a pipelined send (ERROR before ``>``) gets the
-    chunk again later, and the window falls to 1: for good (logged once) if the socket's
-    earlier sends are then confirmed, else (its connection ended) until then."""
-
-    def __init__(self, bridges: list[SocketBridge]) -> None:
-        self.bridges: dict[int, SocketBridge] = {}
-        self.scheduler: Scheduler[Channel] = Scheduler([])
-        self.qssl: QsslClient | None = None
-        self.chunks_sent = 0
-        self._refusal = ""  # what the module answered to the refused pipelined send
-        self.set_bridges(bridges)
-
-    def set_bridges(self, bridges: list[SocketBridge]) -> None:
-        self.bridges = {b.connect_id: b for b in bridges}
-        self.scheduler.set_channels([b.channel for b in bridges])
-
-    def kick(self) -> None:
-        qssl = self.qssl
-        if qssl is None or self.scheduler.busy:
-            return
-        # The profile may have changed (the module identified, a reload).
-        self.scheduler.set_max_unconfirmed(qssl.profile.max_unconfirmed_sends)
-        settled = self.scheduler.settle()
-        if settled is Settled.FELL_BACK:
-            log.warn(
-                "the module refused a pipelined AT+QSSLSEND ({why}): sending one at a time "
-                "from now on (max_unconfirmed_sends {n} -> 1)",
-                why=self._refusal,
-                n=qssl.profile.max_unconfirmed_sends,
-            )
-        elif settled is Settled.RESTORED:
-            log.info(
-                "a pipelined AT+QSSLSEND was answered with ERROR as its connection ended "
-                "({why}): sends stay pipelined",
-                why=self._refusal,
-            )
-        channel = self.scheduler.pick()
-        if channel is None:
-            return
-        bridge = self.bridges[channel.connect_id]
-        chunk, epoch = channel.next_chunk(), channel.epoch
-        try:
-            accepted, confirmed = qssl.send(bridge.connect_id, chunk, bridge.data_format)
-        except Exception as e:  # the channel handed out a chunk it should not have
-            self.scheduler.done()
-            bridge.send_failed(f"cannot send: {e}", epoch)
-            return
-        self.chunks_sent += 1
-
-        def line_free(_: object) -> None:
-            self.scheduler.done()
-            self.kick()
-
-        def sent(_: object) -> None:
-            bridge.send_done(len(chunk), epoch)
-
-        def not_sent(failure: Failure) -> None:
-            # Runs before line_free: the refused send still holds the line.
-            if isinstance(failure.value, SendRefused) and self.scheduler.refused() is Refusal.RETRY:
-                self._refusal = failure.getErrorMessage()
-                bridge.send_refused(chunk, epoch)
-                return
-            bridge.send_failed(failure.getErrorMessage(), epoch)
-
-        accepted.addBoth(line_free)
-        confirmed.addCallbacks(sent, not_sent)

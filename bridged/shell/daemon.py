@@ -29,10 +29,11 @@ from bridged.ops.at_stats import ATStats
 from bridged.ops.sdnotify import install_systemd_notify
 from bridged.ops.snapshot import DaemonSnapshot
 from bridged.shell.at_engine import ATEngine, ATError
-from bridged.shell.bridge import SendPump, SocketBridge
+from bridged.shell.bridge import SocketBridge
 from bridged.shell.link_health import LinkHealth, ModuleIdentity, start_link_health
 from bridged.shell.modem import Modem, ModemOptions, ModemState, SocketSetup
 from bridged.shell.qssl import QsslClient
+from bridged.shell.send_pump import SendPump
 from bridged.shell.serial_tap import SerialTraceOptions
 from bridged.shell.snapshots import engine_snapshot, link_snapshot, modem_snapshot, socket_snapshot
 

@@ -31,9 +31,10 @@ from twisted.internet.testing import StringTransport
 import bridged
 from bridged.config import Endpoint, SocketConfig
 from bridged.shell.at_engine import ATEngine
-from bridged.shell.bridge import SendPump, SocketBridge
+from bridged.shell.bridge import SocketBridge
 from bridged.shell.listener import ClientConnection
 from bridged.shell.qssl import QsslClient
+from bridged.shell.send_pump import SendPump
 
 PACKAGE = Path(bridged.__file__).resolve().parent
 
