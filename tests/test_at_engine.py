@@ -94,7 +94,7 @@ def test_one_command_in_flight_and_priority_order(engine: ATEngine, pty: Scripte
 @pytest_twisted.inlineCallbacks
 def test_urcs_inside_a_response_go_to_listeners(engine: ATEngine, pty: ScriptedPty):
     seen: list[Event] = []
-    engine.event_listeners.append(seen.append)
+    engine.event_observers.append(seen.append)
     d = engine.command("AT+QSSLCFG=1,0")
     yield pty.wait_for(b"AT+QSSLCFG=1,0\r")
     pty.send(
@@ -157,7 +157,7 @@ def test_timeout_in_data_mode_sends_esc(engine: ATEngine, pty: ScriptedPty):
 @pytest_twisted.inlineCallbacks
 def test_unresponsive_module_is_reported(engine: ATEngine, pty: ScriptedPty):
     unresponsive: list[bool] = []
-    engine.unresponsive_listeners.append(lambda: unresponsive.append(True))
+    engine.unresponsive_observers.append(lambda: unresponsive.append(True))
     d = engine.command("AT", timeout=0.1)
     with pytest.raises(CommandTimeout):
         yield d

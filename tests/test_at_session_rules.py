@@ -43,7 +43,7 @@ class Line:
         self.engine.makeConnection(self.transport)
         self.qssl = QsslClient(self.engine, self.clock, command_timeout=5.0)
         self.events: list[Event] = []
-        self.engine.event_listeners.append(self.events.append)
+        self.engine.event_observers.append(self.events.append)
 
     def take(self) -> bytes:
         data = self.transport.value()

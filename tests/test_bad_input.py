@@ -87,7 +87,7 @@ def engine() -> Iterator[tuple[EngineHarness, list[Event], ATStats]]:
     """The engine harness, the events its listeners saw, and the metrics' AT counters."""
     h = EngineHarness()
     events: list[Event] = []
-    h.engine.event_listeners.append(events.append)
+    h.engine.event_observers.append(events.append)
     stats = ATStats()
     stats.attach(h.engine)
     yield h, events, stats
@@ -131,7 +131,7 @@ def test_urcs_for_unknown_connect_ids_are_dropped(engine, logs) -> None:
 
 def test_recv_for_a_socket_bridged_does_not_manage_is_dropped_with_a_warning(engine, logs) -> None:
     h, _, _ = engine
-    del h.qssl.listeners[4]  # socket 4 is not in the configuration
+    del h.qssl.subscribers[4]  # socket 4 is not in the configuration
     h.feed(frame(b'+QSSLURC: "recv",1,4,3,"414243"'))
     assert logs.find("recv of 3 bytes on unmanaged socket 4 dropped", "warn")
 

@@ -210,17 +210,17 @@ class FakeEngine:
 class FakeModem:
     engine: Any = None
     state: ModemState = ModemState.INITIALISING
-    ready_listeners: list[Any] = field(default_factory=list)
-    lost_listeners: list[Any] = field(default_factory=list)
+    ready_observers: list[Any] = field(default_factory=list)
+    lost_observers: list[Any] = field(default_factory=list)
 
     def ready(self) -> None:
         self.state = ModemState.READY
-        for listener in list(self.ready_listeners):
+        for listener in list(self.ready_observers):
             listener(object())
 
     def lost(self) -> None:
         self.state = ModemState.INITIALISING
-        for listener in list(self.lost_listeners):
+        for listener in list(self.lost_observers):
             listener("test")
 
 
@@ -308,7 +308,7 @@ def test_module_lost_clears_values_and_stops_polling(setup: Any) -> None:
 def test_stop_detaches(setup: Any) -> None:
     clock, modem, engine, health = setup
     health.stop()
-    assert modem.ready_listeners == [] and modem.lost_listeners == []
+    assert modem.ready_observers == [] and modem.lost_observers == []
     modem.ready()
     clock.advance(100)
     assert engine.sent == []
@@ -319,7 +319,7 @@ def test_interval_zero_disables() -> None:
     health = LinkHealth(task.Clock(), modem, interval=0)  # type: ignore[arg-type]
     health.start()
     assert not health.enabled
-    assert modem.ready_listeners == []
+    assert modem.ready_observers == []
 
 
 def test_health_polls_never_go_ahead_of_queued_sends() -> None:

@@ -228,13 +228,13 @@ def test_at_totals_survive_a_new_engine() -> None:
     """A serial reopen builds a new ATEngine; counters must carry on, not restart."""
     daemon = daemon_from(TWO_SOCKETS)
     stats = Readout(daemon).count_at_traffic()
-    assert stats.engine_created in daemon.modem.engine_listeners
+    assert stats.engine_created in daemon.modem.engine_observers
 
     def new_engine() -> ATEngine:
         engine = ATEngine(reactor, guard_time=0.0)
         engine.makeConnection(StringTransport())
         daemon.modem.engine = engine
-        for listener in daemon.modem.engine_listeners:
+        for listener in daemon.modem.engine_observers:
             if listener == stats.engine_created:
                 listener(engine, None)  # type: ignore[arg-type]
         return engine

@@ -20,7 +20,7 @@ from bridged.core.at_codec import CTRL_Z, ESC, DataFormat, DataFormatSetting, Ev
 from bridged.core.qssl_commands import SslSocketSettings
 from bridged.emulator import FAST, Emulator
 from bridged.shell.at_engine import ATEngine, DataPhase
-from bridged.shell.qssl import QsslClient, SocketListener
+from bridged.shell.qssl import QsslClient, SocketSubscriber
 from tests.support.pki import Pki, make_pki
 from tests.support.tls_servers import start_socat_echo_server
 from tests.support.waiting import wait_until
@@ -37,7 +37,7 @@ async def send_variable_length(engine: ATEngine, connect_id: int, payload: bytes
         if isinstance(event, SendResult) and event.connect_id == connect_id and not result.called:
             result.callback(event.err)
 
-    engine.event_listeners.append(on_event)
+    engine.event_observers.append(on_event)
     try:
         await engine.command(
             f"AT+QSSLSEND=1,{connect_id}",
@@ -48,7 +48,7 @@ async def send_variable_length(engine: ATEngine, connect_id: int, payload: bytes
         result.addTimeout(90.0, reactor)
         assert await result == 0  # +QSSLSEND: 1,<id>,0
     finally:
-        engine.event_listeners.remove(on_event)
+        engine.event_observers.remove(on_event)
 
 
 @pytest_twisted.ensureDeferred
@@ -69,7 +69,7 @@ async def test_the_notes_mutual_auth_example_on_socket_5(tmp_path: Path) -> None
         qssl = QsslClient(engine, reactor)
         received = bytearray()
         closed: list[bool] = []
-        qssl.listeners[5] = SocketListener(received.extend, lambda: closed.append(True))
+        qssl.subscribers[5] = SocketSubscriber(received.extend, lambda: closed.append(True))
         started = time.monotonic()
 
         await qssl.init_module()  # AT, ATE0, AT+CMEE=1, AT+QSCLK=0 (the note's first step)

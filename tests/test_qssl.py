@@ -15,7 +15,7 @@ from bridged.core.at_codec import DataFormat, DataFormatSetting
 from bridged.core.qssl_commands import QsslError, SslSocketSettings, UploadMismatch, error_name
 from bridged.emulator import FAST, Emulator
 from bridged.shell.at_engine import ATEngine
-from bridged.shell.qssl import QsslClient, SocketListener
+from bridged.shell.qssl import QsslClient, SocketSubscriber
 from tests.support.pki import Pki, make_pki
 from tests.support.scripted_pty import ScriptedPty
 from tests.support.tls_servers import free_port, start_socat_echo_server
@@ -96,7 +96,7 @@ async def test_open_errors_carry_the_modules_code(module, pki: Pki, tmp_path: Pa
 
         await qssl.open(0, "127.0.0.1", server.port)  # and now it works
         received = bytearray()
-        qssl.listeners[0] = SocketListener(received.extend, lambda: None)
+        qssl.subscribers[0] = SocketSubscriber(received.extend, lambda: None)
         accepted, confirmed = qssl.send(0, b"\x00binary\xff", DataFormat.HEX)
         await accepted
         await confirmed
@@ -143,7 +143,7 @@ async def test_close_tolerates_ok_without_a_close_result(scripted) -> None:
 async def test_closed_urc_fails_a_pending_send_and_reaches_the_listener(scripted) -> None:
     pty, qssl = scripted
     closed: list[bool] = []
-    qssl.listeners[3] = SocketListener(lambda data: None, lambda: closed.append(True))
+    qssl.subscribers[3] = SocketSubscriber(lambda data: None, lambda: closed.append(True))
     accepted, confirmed = qssl.send(3, b"abc", DataFormat.HEX)
     await pty.wait_for(b"AT+QSSLSEND=1,3,3\r")
     pty.send(b"\r\n> ")

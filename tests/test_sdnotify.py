@@ -133,7 +133,7 @@ def test_no_notify_socket_means_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not notifier.ready() and not notifier.watchdog() and not notifier.stopping()
     daemon = StandIn()
     assert daemon.install(Clock()) is not None
-    assert daemon.state_listeners == []
+    assert daemon.state_observers == []
 
 
 @pytest.mark.parametrize("value", ["", "relative/path", "@", "vsock:2:1234"])
@@ -195,7 +195,7 @@ class StandIn:
     modem: Modem = field(default_factory=Modem)
     bridges: list[Bridge] = field(default_factory=lambda: [Bridge(), Bridge()])
     ready_once: defer.Deferred[None] = field(default_factory=defer.Deferred)
-    state_listeners: list[Callable[[str], None]] = field(default_factory=list)
+    state_observers: list[Callable[[str], None]] = field(default_factory=list)
     listening: bool = False
 
     @property
@@ -219,10 +219,10 @@ class StandIn:
         )
 
     def install(self, clock: Clock) -> SystemdNotifier:
-        return install_systemd_notify(clock, self.snapshot, self.state_listeners, self.ready_once)
+        return install_systemd_notify(clock, self.snapshot, self.state_observers, self.ready_once)
 
     def announce(self, status: str) -> None:
-        for listener in list(self.state_listeners):
+        for listener in list(self.state_observers):
             listener(status)
 
     def become_ready(self) -> None:
@@ -403,7 +403,7 @@ metrics: {{enabled: false}}
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     daemon = Daemon(reactor, load_config(str(config_path)))
     notifier = install_systemd_notify(
-        reactor, Readout(daemon), daemon.state_listeners, daemon.ready_once
+        reactor, Readout(daemon), daemon.state_observers, daemon.ready_once
     )
     hook = notifier.daemon_hook
     assert hook is not None

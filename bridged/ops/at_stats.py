@@ -2,7 +2,7 @@
 serial bytes, over every AT engine the modem has had.
 
 A serial reopen builds a new engine and the totals must not start over: :class:`ATStats`
-attaches to each new engine (through ``modem.engine_listeners``) and keeps the bytes of
+attaches to each new engine (through ``modem.engine_observers``) and keeps the bytes of
 the engines before it. :meth:`ATStats.totals` is what the snapshot carries.
 """
 
@@ -62,7 +62,7 @@ class CountedEngine(Protocol):
     bytes_in: int
     bytes_out: int
     command_observers: list[Callable[[str, str, float], None]]
-    event_listeners: list[Callable[[Event], None]]
+    event_observers: list[Callable[[Event], None]]
 
 
 @dataclass
@@ -114,10 +114,10 @@ class ATStats:
             self._past_bytes_out += self.engine.bytes_out
         self.engine = engine
         engine.command_observers.append(self.observe_command)
-        engine.event_listeners.append(self.observe_event)
+        engine.event_observers.append(self.observe_event)
 
     def engine_created(self, engine: CountedEngine, _qssl: object) -> None:
-        """A ``modem.engine_listeners`` entry."""
+        """A ``modem.engine_observers`` entry."""
         self.attach(engine)
 
     @property

@@ -139,4 +139,4 @@ def trace_urcs(engine: ATEngine) -> None:
         if summary is not None:
             _at_log.debug("AT< {urc}", urc=summary)
 
-    engine.event_listeners.append(observe)
+    engine.event_observers.append(observe)

@@ -231,10 +231,10 @@ class DaemonNotifier:
         self._recheck: IDelayedCall | None = None
 
     def start(
-        self, state_listeners: list[Callable[[str], None]], ready_once: defer.Deferred[None]
+        self, state_observers: list[Callable[[str], None]], ready_once: defer.Deferred[None]
     ) -> None:
         """Hear the daemon's announcements and its first readiness from now on."""
-        state_listeners.append(self.state_changed)
+        state_observers.append(self.state_changed)
         ready_once.addCallback(self._first_ready)
         self._send_status()
         if self.interval is not None:
@@ -320,12 +320,12 @@ class DaemonNotifier:
 def install_systemd_notify(
     reactor: Any,
     snapshot: Callable[[], DaemonSnapshot],
-    state_listeners: list[Callable[[str], None]],
+    state_observers: list[Callable[[str], None]],
     ready_once: defer.Deferred[None],
 ) -> SystemdNotifier:
     """Report the daemon's state to systemd; returns the notifier (a no-op without systemd).
 
-    ``snapshot`` reads the daemon; ``state_listeners`` is where it announces its events and
+    ``snapshot`` reads the daemon; ``state_observers`` is where it announces its events and
     ``ready_once`` fires when it is first ready. Call it after building the daemon and
     before running the reactor. ``reactor`` is used for its clock (``callLater``), so a
     :class:`twisted.internet.task.Clock` works in tests.
@@ -335,5 +335,5 @@ def install_systemd_notify(
         return notifier
     hook = DaemonNotifier(snapshot, reactor, notifier)
     notifier.daemon_hook = hook
-    hook.start(state_listeners, ready_once)
+    hook.start(state_observers, ready_once)
     return notifier

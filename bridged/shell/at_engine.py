@@ -50,7 +50,7 @@ from bridged.shell.write_now import write_now
 log = Logger(namespace="bridged.at")
 
 CommandObserver = Callable[[str, str, float], None]  # (name, result, seconds)
-EventListener = Callable[[Event], None]
+EventObserver = Callable[[Event], None]
 
 
 class ATEngine(Protocol):
@@ -86,16 +86,16 @@ class ATEngine(Protocol):
         self.decoder = self.session.decoder
         self._deferreds: dict[Command, defer.Deferred[Response]] = {}
         self._timer: IDelayedCall | None = None
-        # Listeners: URCs, protocol errors and unsolicited lines; command outcomes.
-        self.event_listeners: list[EventListener] = []
+        # Observers: URCs, protocol errors and unsolicited lines; command outcomes.
+        self.event_observers: list[EventObserver] = []
         # The one owner of an event type, called first and directly (a recv URC goes
-        # straight to the QSSL layer's routing by connectID); event_listeners still see
+        # straight to the QSSL layer's routing by connectID); event_observers still see
         # every event.
-        self.event_routes: dict[type[Event], EventListener] = {}
+        self.event_routes: dict[type[Event], EventObserver] = {}
         self.command_observers: list[CommandObserver] = []
-        self.lost_listeners: list[Callable[[Failure], None]] = []
-        self.unresponsive_listeners: list[Callable[[], None]] = []
-        self.resynced_listeners: list[Callable[[], None]] = []
+        self.lost_observers: list[Callable[[Failure], None]] = []
+        self.unresponsive_observers: list[Callable[[], None]] = []
+        self.resynced_observers: list[Callable[[], None]] = []
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -199,7 +199,7 @@ class ATEngine(Protocol):
         # Listeners first: they learn the module is gone before its commands fail, so a
         # failure arriving afterwards is known to be stale.
         if was_connected:
-            for listener in list(self.lost_listeners):
+            for listener in list(self.lost_observers):
                 listener(reason)
         self._apply(self.session.connection_lost(SerialLost(f"serial connection lost: {why}")))
 
@@ -231,10 +231,10 @@ class ATEngine(Protocol):
                 for observer in list(self.command_observers):
                     observer(action.name, action.result, action.seconds)
             elif isinstance(action, Unresponsive):
-                for listener in list(self.unresponsive_listeners):
+                for listener in list(self.unresponsive_observers):
                     listener()
             elif isinstance(action, Resynced):
-                for resynced in list(self.resynced_listeners):
+                for resynced in list(self.resynced_observers):
                     resynced()
 
     def _notify(self, event: Event) -> None:
@@ -243,12 +243,12 @@ class ATEngine(Protocol):
             try:
                 owner(event)
             except Exception:
-                log.failure("event listener failed on {event!r}", event=event)
-        for listener in list(self.event_listeners):
+                log.failure("event route failed on {event!r}", event=event)
+        for observer in list(self.event_observers):
             try:
-                listener(event)
+                observer(event)
             except Exception:
-                log.failure("event listener failed on {event!r}", event=event)
+                log.failure("event observer failed on {event!r}", event=event)
 
     def _arm(self, at: float | None) -> None:
         if at is None:

@@ -49,7 +49,7 @@ from bridged.core.qssl_commands import QsslError
 from bridged.ops.socket_stats import SocketStats
 from bridged.shell.at_engine import ATError
 from bridged.shell.listener import ClientConnection, ClientFactory
-from bridged.shell.qssl import QsslClient, SocketListener
+from bridged.shell.qssl import QsslClient, SocketSubscriber
 
 log = Logger(namespace="bridged.socket")
 
@@ -128,16 +128,16 @@ class SocketBridge:
         self.qssl = qssl
         qssl.subscribe(
             self.connect_id,
-            SocketListener(self._on_recv, self._on_remote_closed, self._on_recv_lost),
+            SocketSubscriber(self._on_recv, self._on_remote_closed, self._on_recv_lost),
         )
 
     def detach(self) -> None:
         """Stop hearing this socket's URCs (it was retired)."""
         qssl = self.qssl
-        if qssl is not None and qssl.listeners.get(self.connect_id) is not None:
-            listener = qssl.listeners[self.connect_id]
-            if getattr(listener.on_recv, "__self__", None) is self:
-                del qssl.listeners[self.connect_id]
+        if qssl is not None and qssl.subscribers.get(self.connect_id) is not None:
+            subscriber = qssl.subscribers[self.connect_id]
+            if getattr(subscriber.on_recv, "__self__", None) is self:
+                del qssl.subscribers[self.connect_id]
 
     def module_ready(self) -> None:
         if self.qssl is not None:

@@ -107,14 +107,14 @@ class Daemon:
         self.modem = Modem(
             reactor, modem_options(config), [socket_setup(s) for s in config.sockets], self.rng
         )
-        self.modem.engine_listeners.append(self._new_engine)
-        self.modem.ready_listeners.append(self._module_ready)
-        self.modem.lost_listeners.append(self._module_lost)
-        self.modem.fatal_listeners.append(self._module_fatal)
+        self.modem.engine_observers.append(self._new_engine)
+        self.modem.ready_observers.append(self._module_ready)
+        self.modem.lost_observers.append(self._module_lost)
+        self.modem.fatal_observers.append(self._module_fatal)
         self.cert_digests = {s.connect_id: certificate_digest(s) for s in config.sockets}
         self.listening = False
         self.ready_once: defer.Deferred[None] = defer.Deferred()
-        self.state_listeners: list[Callable[[str], None]] = []
+        self.state_observers: list[Callable[[str], None]] = []
         self.stop_hooks: list[Callable[[], object]] = []
         self.fatal: str | None = None  # why the daemon must exit non-zero
         self._stopping = False
@@ -307,7 +307,7 @@ class Daemon:
         self._announce(f"module lost: {reason}")
 
     def _announce(self, status: str) -> None:
-        for listener in list(self.state_listeners):
+        for listener in list(self.state_observers):
             listener(status)
 
 
@@ -354,7 +354,7 @@ class Readout:
         if self.at_stats is None:
             stats = self.at_stats = ATStats()
             modem = self.daemon.modem
-            modem.engine_listeners.append(stats.engine_created)
+            modem.engine_observers.append(stats.engine_created)
             if modem.engine is not None:
                 stats.attach(modem.engine)
         return self.at_stats
@@ -368,7 +368,7 @@ def install_extras(
     readout = Readout(daemon) if readout is None else readout
     from bridged.ops.logs import trace_urcs
 
-    daemon.modem.engine_listeners.append(lambda engine, _qssl: trace_urcs(engine))
+    daemon.modem.engine_observers.append(lambda engine, _qssl: trace_urcs(engine))
 
     modem_config = config.modem
     health = start_link_health(
@@ -439,7 +439,7 @@ def run_main(config_path: str, log_level: str | None = None, trace: str | None =
     daemon = Daemon(reactor, config)
     readout = Readout(daemon)
     # A no-op without $NOTIFY_SOCKET.
-    notifier = install_systemd_notify(reactor, readout, daemon.state_listeners, daemon.ready_once)
+    notifier = install_systemd_notify(reactor, readout, daemon.state_observers, daemon.ready_once)
 
     def shutdown(signame: str) -> None:
         log.info("{name}: shutting down", name=signame)

@@ -64,7 +64,7 @@ class LinkHealth:
         self.readings = LinkReadings()
         self.polls = 0  # polls completed (each of the three commands answered or failed)
         self.updated_at: float | None = None  # clock time of the last completed poll
-        self.change_listeners: list[Callable[[LinkReadings], None]] = []
+        self.change_observers: list[Callable[[LinkReadings], None]] = []
         self._loop: task.LoopingCall | None = None
         self._generation = 0  # bumped when the module is lost: late answers are dropped
         self._started = False
@@ -79,8 +79,8 @@ class LinkHealth:
         if self._started or not self.enabled:
             return
         self._started = True
-        self.modem.ready_listeners.append(self._module_ready)
-        self.modem.lost_listeners.append(self._module_lost)
+        self.modem.ready_observers.append(self._module_ready)
+        self.modem.lost_observers.append(self._module_lost)
         if self.modem.state is ModemState.READY:
             self._start_loop()
 
@@ -91,8 +91,8 @@ class LinkHealth:
         self._stop_loop()
         self._generation += 1
         for listeners, listener in (
-            (self.modem.ready_listeners, self._module_ready),
-            (self.modem.lost_listeners, self._module_lost),
+            (self.modem.ready_observers, self._module_ready),
+            (self.modem.lost_observers, self._module_lost),
         ):
             if listener in listeners:
                 listeners.remove(listener)  # type: ignore[arg-type]
@@ -170,11 +170,11 @@ class LinkHealth:
         if old == readings:
             return
         self._log_change(old, readings)
-        for listener in list(self.change_listeners):
+        for observer in list(self.change_observers):
             try:
-                listener(readings)
+                observer(readings)
             except Exception:
-                log.failure("link health listener failed")
+                log.failure("link health observer failed")
 
     @staticmethod
     def _log_change(old: LinkReadings, new: LinkReadings) -> None:
@@ -224,7 +224,7 @@ class ModuleIdentity:
     def __init__(self, modem: Modem) -> None:
         self.modem = modem
         self.info = ModuleInfo()
-        modem.ready_listeners.append(self._module_ready)
+        modem.ready_observers.append(self._module_ready)
 
     def _module_ready(self, _qssl: QsslClient) -> None:
         engine = self.modem.engine

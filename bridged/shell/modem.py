@@ -79,7 +79,7 @@ class WrongModule(ATError):
 
 
 class Modem:
-    """Owns the serial port and the module; tells listeners when it is ready or lost."""
+    """Owns the serial port and the module; tells its observers when it is ready or lost."""
 
     def __init__(
         self,
@@ -104,15 +104,15 @@ class Modem:
         self.qssl: QsslClient | None = QsslClient(
             self.engine, self.clock, options.command_timeout, options.profile or BC26
         )
-        self.engine.lost_listeners.append(self._serial_lost)
-        self.engine.unresponsive_listeners.append(self._unresponsive)
+        self.engine.lost_observers.append(self._serial_lost)
+        self.engine.unresponsive_observers.append(self._unresponsive)
         self.engine.command_observers.append(self._observe_command)
-        self.qssl.boot_listeners.append(self._boot_sign)
-        self.ready_listeners: list[Callable[[QsslClient], None]] = []
-        self.lost_listeners: list[Callable[[str], None]] = []
-        self.engine_listeners: list[Callable[[ATEngine, QsslClient], None]] = []
+        self.qssl.boot_observers.append(self._boot_sign)
+        self.ready_observers: list[Callable[[QsslClient], None]] = []
+        self.lost_observers: list[Callable[[str], None]] = []
+        self.engine_observers: list[Callable[[ATEngine, QsslClient], None]] = []
         # Called with a reason when running on is pointless (the module is the wrong model).
-        self.fatal_listeners: list[Callable[[str], None]] = []
+        self.fatal_observers: list[Callable[[str], None]] = []
         self._engine_announced: list[Callable[[ATEngine, QsslClient], None]] = []
         self.restarts: dict[str, int] = {}
         self.serial_reopens = 0
@@ -241,7 +241,7 @@ class Modem:
             baud=self.options.baudrate,
         )
         # The engine outlives the port: each listener hears of it once, not per reopen.
-        for listener in list(self.engine_listeners):
+        for listener in list(self.engine_observers):
             if listener not in self._engine_announced:
                 self._engine_announced.append(listener)
                 listener(engine, qssl)
@@ -340,7 +340,7 @@ class Modem:
             self.state = ModemState.READY
             log.info("module ready: {n} socket(s) configured", n=len(self.sockets))
             assert self.qssl is not None
-            for listener in list(self.ready_listeners):
+            for listener in list(self.ready_observers):
                 listener(self.qssl)
 
         def failed(failure: Failure) -> None:
@@ -348,8 +348,8 @@ class Modem:
                 return
             if isinstance(failure.value, WrongModule):
                 log.critical("{why}", why=failure.getErrorMessage())
-                for listener in list(self.fatal_listeners):
-                    listener(failure.getErrorMessage())
+                for observer in list(self.fatal_observers):
+                    observer(failure.getErrorMessage())
                 return
             why = failure.getErrorMessage()
             log.error("module initialisation failed: {why}", why=why)
@@ -431,7 +431,7 @@ class Modem:
             self.qssl.fail_waiters(ATError(f"module restarting: {reason}"))
 
     def _notify_lost(self, reason: str) -> None:
-        for listener in list(self.lost_listeners):
+        for listener in list(self.lost_observers):
             listener(reason)
 
     def _count_restart(self, reason: str) -> None:

@@ -2,7 +2,7 @@
 
 ``configure``/``upload``/``open``/``send``/``close`` turn into the module's QSSL commands
 and wait for their asynchronous results (``+QSSLOPEN:``, ``+QSSLSEND:``, ``+QSSLCLOSE:``),
-mapping error codes to names. ``recv`` and ``closed`` URCs go to the listener registered
+mapping error codes to names. ``recv`` and ``closed`` URCs go to the subscriber registered
 for their connectID. Knows nothing of TCP clients.
 """
 
@@ -66,7 +66,7 @@ def _discard(d: defer.Deferred[int]) -> None:
     d.addErrback(lambda _: None)
 
 
-class SocketListener:
+class SocketSubscriber:
     """Receives one socket's URCs. Subclass or assign the callables."""
 
     def __init__(
@@ -97,8 +97,8 @@ class QsslClient:
         self.engine = engine
         self.clock = clock
         self.command_timeout = command_timeout
-        self.listeners: dict[int, SocketListener] = {}
-        self.boot_listeners: list[Callable[[str], None]] = []
+        self.subscribers: dict[int, SocketSubscriber] = {}
+        self.boot_observers: list[Callable[[str], None]] = []
         self.set_profile(profile)
         self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
         # This layer owns the QSSL events: each type comes here directly, a recv URC (the
@@ -116,11 +116,11 @@ class QsslClient:
 
     # ------------------------------------------------------------------ URC routing
 
-    def subscribe(self, connect_id: int, listener: SocketListener) -> None:
-        """Route this socket's URCs (recv, closed, lost data) to ``listener``: the one
+    def subscribe(self, connect_id: int, subscriber: SocketSubscriber) -> None:
+        """Route this socket's URCs (recv, closed, lost data) to ``subscriber``: the one
         subscription point, a table by connectID. The QSSL layer lives as long as the
         daemon (serial reopens keep it), so a subscription does too."""
-        self.listeners[connect_id] = listener
+        self.subscribers[connect_id] = subscriber
 
     # ------------------------------------------------------------------ module
 
@@ -323,23 +323,23 @@ class QsslClient:
 
     def _on_recv(self, event: Event) -> None:
         assert isinstance(event, RecvUrc)
-        listener = self.listeners.get(event.connect_id)
-        if listener is None:
+        subscriber = self.subscribers.get(event.connect_id)
+        if subscriber is None:
             log.warn(
                 "recv of {n} bytes on unmanaged socket {id} dropped",
                 n=len(event.data),
                 id=event.connect_id,
             )
         else:
-            listener.on_recv(event.data)
+            subscriber.on_recv(event.data)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ClosedUrc):
-            # The listener hears of the close before a pending send fails because of it,
+            # The subscriber hears of the close before a pending send fails because of it,
             # so it never answers that failure with an AT+QSSLCLOSE the note forbids.
-            listener = self.listeners.get(event.connect_id)
-            if listener is not None:
-                listener.on_closed()
+            subscriber = self.subscribers.get(event.connect_id)
+            if subscriber is not None:
+                subscriber.on_closed()
             self.fail_waiters(
                 RemoteClosed(f"socket {event.connect_id} closed by the module"), event.connect_id
             )
@@ -348,10 +348,10 @@ class QsslClient:
         elif isinstance(event, ProtocolError):
             # Every stream the damage could have touched is broken (docs/bad-input.md).
             for connect_id in event.sockets:
-                listener = self.listeners.get(connect_id)
-                if listener is not None and listener.on_recv_lost is not None:
-                    listener.on_recv_lost(f"{event.kind}: {event.detail}")
+                subscriber = self.subscribers.get(connect_id)
+                if subscriber is not None and subscriber.on_recv_lost is not None:
+                    subscriber.on_recv_lost(f"{event.kind}: {event.detail}")
         elif isinstance(event, BootSign):
             self.fail_waiters(ModuleRebooted(f"module rebooted ({event.text})"))
-            for boot_listener in list(self.boot_listeners):
-                boot_listener(event.text)
+            for observer in list(self.boot_observers):
+                observer(event.text)

@@ -130,7 +130,7 @@ async def test_model_auto_refuses_a_socket_the_module_lacks_naming_it(
     emulator.start()
     modem = Modem(reactor, modem_options(config), [socket_setup(s) for s in config.sockets])
     fatal: defer.Deferred[str] = defer.Deferred()
-    modem.fatal_listeners.append(fatal.callback)
+    modem.fatal_observers.append(fatal.callback)
     try:
         await emulator.when_ready()
         modem.start()
@@ -158,7 +158,7 @@ async def test_model_auto_refuses_an_sslversion_the_module_lacks(
     emulator.start()
     modem = Modem(reactor, modem_options(config), [socket_setup(s) for s in config.sockets])
     fatal: defer.Deferred[str] = defer.Deferred()
-    modem.fatal_listeners.append(fatal.callback)
+    modem.fatal_observers.append(fatal.callback)
     try:
         await emulator.when_ready()
         modem.start()

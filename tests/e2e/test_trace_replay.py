@@ -45,13 +45,13 @@ class TracedRig(BridgeRig):
         await self.emulator.when_ready()
         self.daemon = Daemon(reactor, config)
         # What the engine reports live: every URC and protocol error, in order.
-        self.daemon.modem.engine_listeners.append(self._subscribe)
+        self.daemon.modem.engine_observers.append(self._subscribe)
         self.daemon.start()
         await self.daemon.ready_once
         return self.daemon
 
     def _subscribe(self, engine: ATEngine, qssl: object) -> None:
-        engine.event_listeners.append(self._live_event)
+        engine.event_observers.append(self._live_event)
         # Each command's outcome as the session reported it live (ok/error/timeout/aborted).
         engine.command_observers.append(
             lambda name, result, seconds: self.live_outcomes.append((name, result))

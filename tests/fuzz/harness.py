@@ -23,7 +23,7 @@ from zope.interface import implementer
 from bridged.core.at_codec import DataFormat
 from bridged.core.module_profile import BC26
 from bridged.shell.at_engine import ATEngine, ATError, Response
-from bridged.shell.qssl import QsslClient, SocketListener
+from bridged.shell.qssl import QsslClient, SocketSubscriber
 
 MAX_LINE = 1024
 TEXT_SOCKETS = (1, 3)  # the rest are hex
@@ -81,7 +81,7 @@ class EngineHarness:
         for cid in BC26.connect_ids:
             fmt = DataFormat.TEXT if cid in TEXT_SOCKETS else DataFormat.HEX
             self.engine.decoder.set_recv_format(cid, fmt)
-            self.qssl.listeners[cid] = SocketListener(
+            self.qssl.subscribers[cid] = SocketSubscriber(
                 self.received[cid].extend, lambda cid=cid: self._closed(cid)
             )
         self.tracked = 0
