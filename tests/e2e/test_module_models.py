@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
-from bridged.config import load_config
+from bridged.config import Config, load_config
 from bridged.core.module_profile import BC26, BC660K, ModuleProfile
 from bridged.emulator import FAST, Emulator
 from bridged.shell.daemon import modem_options, socket_setup
@@ -113,6 +113,21 @@ async def test_model_auto_finds_a_bc660k_and_uses_its_limits(
         await rig.stop()
 
 
+async def fatal_reason(emulator: Emulator, config: Config) -> str:
+    """Start the modem on the emulator; what it gives up with (within 15 s)."""
+    emulator.start()
+    modem = Modem(reactor, modem_options(config), [socket_setup(s) for s in config.sockets])
+    fatal: defer.Deferred[str] = defer.Deferred()
+    modem.fatal_observers.append(fatal.callback)
+    try:
+        await emulator.when_ready()
+        modem.start()
+        return await fatal.addTimeout(15, reactor)
+    finally:
+        modem.stop()
+        emulator.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_model_auto_refuses_a_socket_the_module_lacks_naming_it(
     tmp_path: Path, pki: Pki, echo_server: RunningServer
@@ -127,17 +142,7 @@ async def test_model_auto_refuses_a_socket_the_module_lacks_naming_it(
         f"  - {{connect_id: 3, listen: '127.0.0.1:2', remote: '127.0.0.1:{echo_server.port}'}}\n"
     )
     config = load_config(config_path)  # valid: "auto" is only known at start
-    emulator.start()
-    modem = Modem(reactor, modem_options(config), [socket_setup(s) for s in config.sockets])
-    fatal: defer.Deferred[str] = defer.Deferred()
-    modem.fatal_observers.append(fatal.callback)
-    try:
-        await emulator.when_ready()
-        modem.start()
-        why = await fatal.addTimeout(15, reactor)
-    finally:
-        modem.stop()
-        emulator.stop()
+    why = await fatal_reason(emulator, config)
     assert "BC660K-GL" in why and "only connectID 0" in why and "3" in why
     assert emulator.stats.commands["AT+QSSLCFG"] == 0  # nothing configured
 
@@ -155,15 +160,5 @@ async def test_model_auto_refuses_an_sslversion_the_module_lacks(
         f"  - {{connect_id: 0, listen: '127.0.0.1:1', remote: '127.0.0.1:{echo_server.port}'}}\n"
     )
     config = load_config(config_path)
-    emulator.start()
-    modem = Modem(reactor, modem_options(config), [socket_setup(s) for s in config.sockets])
-    fatal: defer.Deferred[str] = defer.Deferred()
-    modem.fatal_observers.append(fatal.callback)
-    try:
-        await emulator.when_ready()
-        modem.start()
-        why = await fatal.addTimeout(15, reactor)
-    finally:
-        modem.stop()
-        emulator.stop()
+    why = await fatal_reason(emulator, config)
     assert "BC660K-GL" in why and "sslversion 0" in why
