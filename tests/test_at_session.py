@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +26,7 @@ from bridged.core.at_session import (
     SetTimer,
     Write,
 )
+from bridged.core.log_sink import DEBUG
 
 TIMING = SessionTiming(
     prompt_delay=0.5,
@@ -189,3 +191,26 @@ def test_the_session_logs_to_the_sink_it_is_given() -> None:
     session.feed(b"\r\nOK\r\n", 0.2)  # an answer nobody asked for
     assert ("debug", "AT> AT+CSQ") in log.lines
     assert ("info", "answer nobody can own discarded: OK") in log.lines
+
+
+@pytest.fixture
+def debug_off() -> Iterator[None]:
+    DEBUG.on = False
+    try:
+        yield
+    finally:
+        DEBUG.on = True
+
+
+def test_a_session_builds_no_debug_line_when_debug_is_off(debug_off: None) -> None:
+    """At level info (setup_logging turns the switch off) a send's three AT trace lines
+    are never built: each would cost Twisted ~10 µs to drop. Other levels still log."""
+    log = RecordingLog()
+    session = ATSession(TIMING, log=log)
+    session.connection_made(0.0)
+    session.submit(Command("AT+QSSLSEND=1,0,2", 5.0, DataPhase(b"6869")), 0.0)
+    session.feed(b"\r\n> ", 0.1)
+    session.timer_fired(0.1 + TIMING.prompt_delay)
+    session.feed(b"\r\nOK\r\n", 0.7)
+    session.feed(b"\r\nOK\r\n", 0.8)  # an answer nobody asked for
+    assert [level for level, _ in log.lines] == ["info"]

@@ -33,6 +33,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from bridged.core.at_codec import BootSign, ClosedUrc, CloseResult, OpenResult, RecvUrc, SendResult
+from bridged.core.log_sink import DEBUG
 
 if TYPE_CHECKING:
     from bridged.shell.at_engine import ATEngine
@@ -105,6 +106,7 @@ def setup_logging(level: str = "info", stream: IO[str] | None = None) -> None:
     """Route twisted.logger (and the std-lib warnings it captures) to stderr."""
     journald = bool(os.environ.get("JOURNAL_STREAM"))
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+    DEBUG.on = LEVELS[level] is LogLevel.debug  # the hot paths skip debug lines then
     observer = FilteringLogObserver(
         LineObserver(stream or sys.stderr, journald), [OwnOrFaultPredicate(), predicate]
     )
