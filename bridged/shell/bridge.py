@@ -356,10 +356,15 @@ class SocketBridge:
         elif isinstance(action, HoldClient):
             pass  # done in client_connected, which knows the connection
         elif isinstance(action, StartTimer):
-            self._cancel_timer(action.name)
-            self._timers[action.name] = self.clock.callLater(
-                action.delay, self._timer_fired, action.name
-            )
+            timer = self._timers.get(action.name)
+            if timer is not None and timer.active():
+                # Restarted at every confirmed send (the send-stall timer) and every input
+                # with traffic (idle): move the pending call, don't cancel and schedule.
+                timer.reset(action.delay)
+            else:
+                self._timers[action.name] = self.clock.callLater(
+                    action.delay, self._timer_fired, action.name
+                )
         elif isinstance(action, CancelTimer):
             self._cancel_timer(action.name)
         elif isinstance(action, CountTxSent):
