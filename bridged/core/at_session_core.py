@@ -87,9 +87,9 @@ class SessionCore:
     def _kick(self, now: float) -> None:
         if self.phase is not Phase.IDLE or self.current is not None:
             return
-        for priority in Priority:
-            if self._queues[priority]:
-                self._start(self._queues[priority].popleft(), now)
+        for queue in self._queues.values():  # in priority order
+            if queue:
+                self._start(queue.popleft(), now)
                 return
 
     def _start(self, cmd: Command, now: float) -> None:
@@ -98,7 +98,7 @@ class SessionCore:
         cmd.lines.clear()
         if DEBUG.on:
             self.log.debug("AT> {line}", line=cmd.line)
-        self._write(encode_command(cmd.line))
+        self._write(cmd.encoded or encode_command(cmd.line))
         self.phase = Phase.RESPONSE if cmd.data is None else Phase.PROMPT
         self._set_deadline(now + cmd.timeout)
         self._wait_cap = now + cmd.timeout + self.timing.busy_max

@@ -114,6 +114,7 @@ class Command:
     urgent: bool = False
     lines: list[str] = field(default_factory=list)
     started: float = 0.0
+    encoded: bytes = b""  # the line as written (set when the session takes it)
 
     @property
     def name(self) -> str:
