@@ -25,6 +25,7 @@ from bridged.core.at_session import (
     SessionTiming,
     SetTimer,
     Write,
+    command_name,
 )
 from bridged.core.log_sink import DEBUG
 
@@ -214,3 +215,18 @@ def test_a_session_builds_no_debug_line_when_debug_is_off(debug_off: None) -> No
     session.feed(b"\r\nOK\r\n", 0.7)
     session.feed(b"\r\nOK\r\n", 0.8)  # an answer nobody asked for
     assert [level for level, _ in log.lines] == ["info"]
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("AT+QSSLSEND=1,0,730", "AT+QSSLSEND"),
+        ("AT+CMEE?", "AT+CMEE"),
+        ("AT+QSSLCFG=?", "AT+QSSLCFG"),
+        ("AT+CSQ", "AT+CSQ"),
+        ("ATI", "ATI"),
+    ],
+)
+def test_a_command_is_named_by_what_precedes_its_parameters(line: str, name: str) -> None:
+    assert command_name(line) == name
+    assert Command(line, 1.0).name == name
