@@ -5,7 +5,15 @@ from __future__ import annotations
 import io
 
 import pytest
-from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogPublisher
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogPublisher,
+    globalLogPublisher,
+)
 
 from bridged.core.at_codec import (
     BootSign,
@@ -16,7 +24,10 @@ from bridged.core.at_codec import (
     RecvUrc,
     SendResult,
 )
-from bridged.ops.logs import LineObserver, OwnOrFaultPredicate, urc_summary
+from bridged.core.log_sink import DEBUG
+from bridged.ops.logs import LineObserver, OwnOrFaultPredicate, trace_urcs, urc_summary
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.qssl import QsslClient
 
 
 @pytest.mark.parametrize(
@@ -55,3 +66,24 @@ def test_only_own_namespaces_below_warning(namespace: str, level: LogLevel, show
 )
 def test_urc_trace_summarises(event: object, shown: str | None) -> None:
     assert urc_summary(event) == shown
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_the_urc_trace_costs_nothing_when_debug_is_off(debug: bool) -> None:
+    """setup_logging turns DEBUG off above level debug: the trace then neither builds
+    its summary nor emits an event for the filter to drop (every URC passes here)."""
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    DEBUG.on = debug
+    try:
+        clock = Clock()
+        engine = ATEngine(clock)
+        engine.makeConnection(StringTransport())
+        QsslClient(engine, clock)  # the module's URCs are QSSL's
+        trace_urcs(engine)
+        engine.dataReceived(b'\r\n+QSSLURC: "closed",1,1\r\n')
+    finally:
+        DEBUG.on = True
+        globalLogPublisher.removeObserver(events.append)
+    traced = [e for e in events if e.get("log_format") == "AT< {urc}"]
+    assert len(traced) == (1 if debug else 0)

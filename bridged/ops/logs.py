@@ -137,6 +137,8 @@ def trace_urcs(engine: ATEngine) -> None:
     final results itself): ``AT< +QSSLURC: "recv",0 <13 payload bytes>``."""
 
     def observe(event: object) -> None:
+        if not DEBUG.on:
+            return  # not even the summary: this runs for every URC
         summary = urc_summary(event)
         if summary is not None:
             _at_log.debug("AT< {urc}", urc=summary)
