@@ -131,3 +131,33 @@ def test_confirmed_sends_do_not_schedule_a_result_timer_each() -> None:
         line.say(b"\r\n+QSSLSEND: 1,0,0\r\n")
         assert confirmed.called and outcome(confirmed) is None
     assert len(scheduled) == 1
+
+
+def test_a_send_given_up_at_a_reopen_takes_its_deadline_with_it() -> None:
+    """A stale send given up when its socket reopens must not leave its deadline behind:
+    a deadline with no waiter made the result timer fire again at once, for ever (the
+    reactor spun at full CPU from the old send's deadline on)."""
+    line = Line()
+    line.qssl.open_timeouts[0] = 10.0
+    _, a = line.qssl.send(0, b"aaaaa", DataFormat.TEXT)
+    sent(line, b"aaaaa")
+    _, b = line.qssl.send(0, b"bbbbb", DataFormat.TEXT)
+    sent(line, b"bbbbb")
+    line.say(b"\r\n+QSSLSEND: 1,0,-2\r\n")  # a failed; b's result never comes
+    assert isinstance(outcome(a), Failure)
+    Deferred.fromCoroutine(line.qssl.open(0, "example.com", 443)).addErrback(lambda _: None)
+    line.advance(0.05)
+    assert isinstance(outcome(b), Failure)  # given up at the reopen
+    scheduled: list[float] = []
+    call_later = line.clock.callLater
+
+    def counting(delay: float, f: Callable[..., object], *args: object) -> IDelayedCall:
+        scheduled.append(delay)
+        if len(scheduled) > 1000:
+            raise RuntimeError("a timer is rescheduled at once, over and over")
+        return call_later(delay, f, *args)
+
+    line.clock.callLater = counting  # type: ignore[method-assign]
+    for _ in range(30):  # past b's deadline and the open's, a second at a time
+        line.advance(1.0)
+    assert len(scheduled) < 50

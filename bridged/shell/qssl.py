@@ -101,10 +101,12 @@ class QsslClient:
         self.boot_observers: list[Callable[[str], None]] = []
         self.set_profile(profile)
         self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
-        # When each waiter gives up, (deadline, timeout). One timer serves them all: set
-        # for the earliest deadline and left alone when a result comes (it finds nothing
-        # due then), instead of a timer scheduled and cancelled per send.
-        self._deadlines: dict[defer.Deferred[int], tuple[float, float]] = {}
+        # When each waiter gives up, (deadline, timeout, its key in _waiters). One timer
+        # serves them all: set for the earliest deadline and left alone when a result
+        # comes (it finds nothing due then), instead of a timer scheduled and cancelled per
+        # send. Every way a waiter ends removes its entry here, or the timer would find a
+        # deadline long past and fire again at once, for ever.
+        self._deadlines: dict[defer.Deferred[int], tuple[float, float, tuple[type, int]]] = {}
         self._deadline_call: IDelayedCall | None = None
         # This layer owns the QSSL events: each type comes here directly, a recv URC (the
         # hot one) straight to its routing by connectID.
@@ -184,7 +186,9 @@ class QsslClient:
         # more than the connectID. They are given up now; their stream ended already.
         stale = self._waiters.get((SendResult, connect_id), [])
         while stale:
-            stale.pop(0).errback(
+            d = stale.pop(0)
+            del self._deadlines[d]
+            d.errback(
                 QsslError(connect_id, "send", "stale", None, "socket reopened before its result")
             )
         result = self._expect(OpenResult, connect_id, self.open_timeouts[connect_id])
@@ -298,7 +302,7 @@ class QsslClient:
         d: defer.Deferred[int] = defer.Deferred(lambda d: self._forget(kind, connect_id, d))
         self._waiters[(kind, connect_id)].append(d)
         deadline = self.clock.seconds() + timeout
-        self._deadlines[d] = (deadline, timeout)
+        self._deadlines[d] = (deadline, timeout, (kind, connect_id))
         self._arm_deadline(deadline)
         return d
 
@@ -315,15 +319,16 @@ class QsslClient:
         would: ``defer.TimeoutError``), then wait for the next deadline, if any."""
         self._deadline_call = None
         now = self.clock.seconds()
-        for waiters in list(self._waiters.values()):
-            for d in [d for d in waiters if self._deadlines[d][0] <= now]:
-                entry = self._deadlines.pop(d, None)
-                if entry is None:
-                    continue  # settled meanwhile, by an errback of one before it
+        due = [(d, entry) for d, entry in self._deadlines.items() if entry[0] <= now]
+        for d, (_, timeout, key) in due:
+            if self._deadlines.pop(d, None) is None:
+                continue  # settled meanwhile, by an errback of one before it
+            waiters = self._waiters.get(key, [])
+            if d in waiters:
                 waiters.remove(d)
-                d.errback(defer.TimeoutError(entry[1], "Deferred"))
+            d.errback(defer.TimeoutError(timeout, "Deferred"))
         if self._deadlines:
-            self._arm_deadline(min(deadline for deadline, _ in self._deadlines.values()))
+            self._arm_deadline(min(entry[0] for entry in self._deadlines.values()))
 
     def _forget(self, kind: type, connect_id: int, d: defer.Deferred[int]) -> None:
         self._deadlines.pop(d, None)
