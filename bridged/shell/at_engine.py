@@ -45,6 +45,7 @@ from bridged.core.at_session import (
     command_name,
     info_prefix,
 )
+from bridged.core.read_pacing import longest_recv_line, read_pause
 from bridged.shell.write_now import write_now
 
 log = Logger(namespace="bridged.at")
@@ -98,6 +99,12 @@ class ATEngine(Protocol):
         self.resynced_observers: list[Callable[[], None]] = []
         self.bytes_in = 0
         self.bytes_out = 0
+        self.reads = 0  # serial reads delivered (dataReceived calls)
+        # Read pacing (bridged/core/read_pacing.py): while a recv URC's rest is on the
+        # line the port is not read; one call reads it when it is all in.
+        self.read_pacing = True
+        self._read_paused = False
+        self._pause_call: IDelayedCall | None = None
 
     @property
     def data_mode_quiet(self) -> float:
@@ -189,12 +196,14 @@ class ATEngine(Protocol):
     # ------------------------------------------------------------------ Protocol
 
     def connectionMade(self) -> None:
+        self._end_read_pause()
         self._apply(self.session.connection_made(self.clock.seconds()))
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         why = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
         was_connected = self.connected
         self._cancel_timer()
+        self._end_read_pause()
         self.transport = None
         # Listeners first: they learn the module is gone before its commands fail, so a
         # failure arriving afterwards is known to be stale.
@@ -205,7 +214,42 @@ class ATEngine(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self.reads += 1
         self._apply(self.session.feed(data, self.clock.seconds()))
+        if self.read_pacing and self._pause_call is None and self.transport is not None:
+            pause = read_pause(
+                self.decoder.awaiting,
+                self.session.timing.line_rate,
+                longest_recv_line(self.decoder.profile),
+            )
+            if pause > 0:
+                if not self._read_paused:
+                    self._read_paused = True
+                    self.transport.pauseProducing()  # type: ignore[attr-defined]
+                self._pause_call = self.clock.callLater(pause, self._read_after_pause)
+
+    # ------------------------------------------------------------------ read pacing
+
+    def _read_after_pause(self) -> None:
+        """The URC's rest should be in: read it now (dataReceived may pause again, for
+        the next URC's rest); read on as bytes come if it did not."""
+        self._pause_call = None
+        transport = self.transport
+        if transport is None:
+            return
+        # A read that reports the port lost (or a transport that cannot read on request)
+        # leaves it to the reactor, which notices the loss as soon as reading resumes.
+        _read_now(transport)
+        if self._pause_call is None and self._read_paused and self.transport is transport:
+            self._read_paused = False
+            transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _end_read_pause(self) -> None:
+        """Forget a pause (the port closed or reopened: the new one is read at once)."""
+        if self._pause_call is not None and self._pause_call.active():
+            self._pause_call.cancel()
+        self._pause_call = None
+        self._read_paused = False
 
     # ------------------------------------------------------------------ actions
 
@@ -265,12 +309,27 @@ class ATEngine(Protocol):
 
     def _fired(self) -> None:
         self._timer = None
+        if self._pause_call is not None:
+            # The session decides on what has arrived: a paused line is read first.
+            self._pause_call.cancel()
+            self._read_after_pause()
         self._apply(self.session.timer_fired(self.clock.seconds()))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+
+def _read_now(transport: object) -> bool:
+    """Have the serial port (or the trace tap's wrapper of it) read what it holds now,
+    outside the reactor's loop: its protocol gets the bytes through ``dataReceived`` as
+    usual. False when nothing was read that way: a transport that cannot (a test's), or a
+    read that found the port lost (the reactor reports that once reading resumes)."""
+    do_read = getattr(transport, "doRead", None)
+    if do_read is None or not transport.connected or transport.disconnecting:  # type: ignore[attr-defined]
+        return False
+    return do_read() is None
 
 
 __all__ = [
