@@ -164,6 +164,7 @@ class UartLine:
         self.engine = engine
         self.chunk = chunk
         self.connected = True
+        self.disconnecting = False
         self.reading = True
         self.reads = 0
         self.written = bytearray()
