@@ -9,6 +9,7 @@ answer read later than it arrived plus the margin.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 
@@ -20,7 +21,14 @@ from twisted.python.failure import Failure
 
 from bridged.core.at_codec import ATDecoder, ClosedUrc, DataFormat, Event, RecvUrc
 from bridged.core.module_profile import BC26, BC660K
-from bridged.core.read_pacing import MIN_PAUSE, READ_MARGIN, longest_recv_line, read_pause
+from bridged.core.read_pacing import (
+    MAX_MARGIN,
+    MIN_PAUSE,
+    READ_MARGIN,
+    ReadPacer,
+    longest_recv_line,
+    read_pause,
+)
 from bridged.shell.at_engine import ATEngine, Response
 from tests.test_at_codec import recv_hex, recv_text
 from tests.test_at_codec_fast_path import damaged_streams
@@ -51,6 +59,27 @@ def test_a_pause_is_either_none_or_at_least_the_minimum() -> None:
     for awaiting in range(0, 400):
         pause = read_pause(awaiting, RATE, 1330)
         assert pause == 0.0 or pause >= MIN_PAUSE + READ_MARGIN
+
+
+def test_the_margin_grows_while_reads_come_up_short_and_shrinks_back() -> None:
+    pacer = ReadPacer()
+    assert pacer.margin == READ_MARGIN
+    for _ in range(10):  # the line hands bytes over later than their line time
+        pacer.read_after_pause(awaited=1300, got=900)
+    assert pacer.margin == MAX_MARGIN
+    assert pacer.pause(1300, RATE, 1330) == pytest.approx(1300 / RATE + MAX_MARGIN)
+    for _ in range(100):  # ... and then on time
+        pacer.read_after_pause(awaited=1300, got=1400)  # (the next URC's start with it)
+    assert pacer.margin == READ_MARGIN
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 1400), st.integers(0, 1400))))
+def test_the_margin_stays_within_its_bounds(reads: list[tuple[int, int]]) -> None:
+    pacer = ReadPacer()
+    for awaited, got in reads:
+        pacer.read_after_pause(awaited, got)
+        assert READ_MARGIN <= pacer.margin <= MAX_MARGIN
 
 
 @pytest.mark.parametrize("profile", [BC26, BC660K])
@@ -159,10 +188,13 @@ class UartLine:
     reads whatever has arrived while the port is read, the engine may read on request
     (``doRead``), as with the real port."""
 
-    def __init__(self, clock: task.Clock, engine: ATEngine, chunk: int = 16) -> None:
+    def __init__(
+        self, clock: task.Clock, engine: ATEngine, chunk: int = 16, batch: float = 0.0
+    ) -> None:
         self.clock = clock
         self.engine = engine
         self.chunk = chunk
+        self.batch = batch  # > 0: bytes are handed over only every ``batch`` seconds
         self.connected = True
         self.disconnecting = False
         self.reading = True
@@ -178,7 +210,8 @@ class UartLine:
         for start in range(0, len(data), self.chunk):
             piece = data[start : start + self.chunk]
             at += len(piece) / RATE
-            self._arrivals.append((at, piece))
+            handed = math.ceil(at / self.batch - 1e-9) * self.batch if self.batch else at
+            self._arrivals.append((handed, piece))
         self._line_free = at
         return at
 
@@ -233,6 +266,38 @@ def test_urcs_trickling_in_take_one_read_each_instead_of_dozens(pacing: bool) ->
         assert line.reads <= 2 + len(payloads)
     else:
         assert line.reads > 3 * 40  # a read every 0.2 ms step for 3 x 14.5 ms
+
+
+def _batched_download(learn: bool) -> tuple[int, float, float]:
+    """40 URCs then an answer on a line that hands bytes over every 4 ms: the reads, the
+    margin at the end, and how long after it was handed over the answer was read."""
+    clock = task.Clock()
+    engine, events = paced_engine(clock)
+    if not learn:
+        engine.read_pacer.read_after_pause = lambda awaited, got: None  # type: ignore[method-assign]
+    line = UartLine(clock, engine, batch=0.004)
+    answered: list[float] = []
+    engine.command("AT+CSQ").addCallback(lambda _r: answered.append(clock.seconds()))
+    line.run(0.001)
+    payloads = [os.urandom(650) for _ in range(40)]
+    line.module_sends(b"".join(recv_hex(0, p) for p in payloads))
+    arrived = line.module_sends(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+    line.run(arrived + 0.02)
+    assert [e.data for e in events if isinstance(e, RecvUrc)] == payloads
+    handed = math.ceil(arrived / 0.004 - 1e-9) * 0.004
+    return line.reads, engine.read_pacer.margin, answered[0] - handed
+
+
+def test_on_a_line_that_hands_bytes_over_in_batches_the_margin_is_learnt() -> None:
+    """Bytes handed over every 4 ms (the emulator's pacing; a USB adapter's latency
+    timer): a URC's rest is often later than its line time. The pacer learns to wait a
+    little longer instead of reading twice; an answer right behind the URCs is still read
+    no later than the longest margin after it was handed over."""
+    fixed_reads, _margin, _late = _batched_download(learn=False)
+    reads, margin, late = _batched_download(learn=True)
+    assert READ_MARGIN < margin <= MAX_MARGIN
+    assert reads <= 0.92 * fixed_reads
+    assert late <= MAX_MARGIN + 0.0004
 
 
 def test_an_answer_after_a_urc_is_read_no_later_than_the_margin_after_it_arrived() -> None:

@@ -6,7 +6,8 @@ URC. Reading the line as bytes trickle in costs a reactor turn and a system call
 (about 3.5 reads per 650-byte hex URC at 921600 baud); waiting for the rest's line time
 and reading it in one go costs one, and delays nothing the bridge could act on. Pure: the
 decoder says how many bytes are still to come (:attr:`ATDecoder.awaiting`), this says how
-long they take; the shell (:mod:`bridged.shell.at_engine`) holds the timer.
+long they take, plus a margin learnt from how late the line hands bytes over
+(:class:`ReadPacer`); the shell (:mod:`bridged.shell.at_engine`) holds the timer.
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from bridged.core.module_profile import ModuleProfile
 
 #: Added to the line time of the awaited bytes: the last byte is read once it is surely
 #: in (a reactor timer wakes up to a millisecond late anyway). Everything that follows
-#: the URC on the line waits at most this much longer to be read.
+#: the URC on the line waits at most the margin longer to be read. A line that hands
+#: bytes over later than their line time (a UART driver's or a USB adapter's batching)
+#: teaches :class:`ReadPacer` a longer margin, up to MAX_MARGIN.
 READ_MARGIN = 0.001
+MAX_MARGIN = 0.004
+#: A read after a pause that came up short lengthens the margin by this much; one that
+#: found the whole rest shortens it by a quarter of it (so about one read in five comes
+#: up short, and then the line is read as bytes come until the rest is in).
+MARGIN_STEP = 0.001
 #: Shorter waits are not worth a timer: the next read brings the rest anyway.
 MIN_PAUSE = 0.002
 
@@ -48,3 +56,21 @@ def read_pause(
     if line_time < least:
         return 0.0
     return line_time + margin
+
+
+class ReadPacer:
+    """:func:`read_pause` with a margin learnt from the line: whether the read after
+    each pause found all the bytes awaited."""
+
+    def __init__(self) -> None:
+        self.margin = READ_MARGIN
+
+    def pause(self, awaiting: int, line_rate: float, longest: int) -> float:
+        return read_pause(awaiting, line_rate, longest, margin=self.margin)
+
+    def read_after_pause(self, awaited: int, got: int) -> None:
+        """The read a pause ended with brought ``got`` bytes of the ``awaited``."""
+        if got < awaited:
+            self.margin = min(self.margin + MARGIN_STEP, MAX_MARGIN)
+        else:
+            self.margin = max(self.margin - MARGIN_STEP / 4, READ_MARGIN)

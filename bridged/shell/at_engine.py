@@ -45,7 +45,7 @@ from bridged.core.at_session import (
     command_name,
     info_prefix,
 )
-from bridged.core.read_pacing import longest_recv_line, read_pause
+from bridged.core.read_pacing import ReadPacer, longest_recv_line
 from bridged.shell.write_now import write_now
 
 log = Logger(namespace="bridged.at")
@@ -103,8 +103,10 @@ class ATEngine(Protocol):
         # Read pacing (bridged/core/read_pacing.py): while a recv URC's rest is on the
         # line the port is not read; one call reads it when it is all in.
         self.read_pacing = True
+        self.read_pacer = ReadPacer()
         self._read_paused = False
         self._pause_call: IDelayedCall | None = None
+        self._awaited = 0  # what the pause waits for, in bytes
 
     @property
     def data_mode_quiet(self) -> float:
@@ -217,12 +219,12 @@ class ATEngine(Protocol):
         self.reads += 1
         self._apply(self.session.feed(data, self.clock.seconds()))
         if self.read_pacing and self._pause_call is None and self.transport is not None:
-            pause = read_pause(
-                self.decoder.awaiting,
-                self.session.timing.line_rate,
-                longest_recv_line(self.decoder.profile),
+            awaiting = self.decoder.awaiting
+            pause = self.read_pacer.pause(
+                awaiting, self.session.timing.line_rate, longest_recv_line(self.decoder.profile)
             )
             if pause > 0:
+                self._awaited = awaiting
                 if not self._read_paused:
                     self._read_paused = True
                     self.transport.pauseProducing()  # type: ignore[attr-defined]
@@ -230,16 +232,20 @@ class ATEngine(Protocol):
 
     # ------------------------------------------------------------------ read pacing
 
-    def _read_after_pause(self) -> None:
+    def _read_after_pause(self, early: bool = False) -> None:
         """The URC's rest should be in: read it now (dataReceived may pause again, for
-        the next URC's rest); read on as bytes come if it did not."""
+        the next URC's rest); read on as bytes come if it did not. ``early``: before
+        the pause's time, which teaches the pacer nothing."""
         self._pause_call = None
         transport = self.transport
         if transport is None:
             return
         # A read that reports the port lost (or a transport that cannot read on request)
         # leaves it to the reactor, which notices the loss as soon as reading resumes.
+        before, awaited = self.bytes_in, self._awaited
         _read_now(transport)
+        if not early:
+            self.read_pacer.read_after_pause(awaited, self.bytes_in - before)
         if self._pause_call is None and self._read_paused and self.transport is transport:
             self._read_paused = False
             transport.resumeProducing()  # type: ignore[attr-defined]
@@ -312,7 +318,7 @@ class ATEngine(Protocol):
         if self._pause_call is not None:
             # The session decides on what has arrived: a paused line is read first.
             self._pause_call.cancel()
-            self._read_after_pause()
+            self._read_after_pause(early=True)
         self._apply(self.session.timer_fired(self.clock.seconds()))
 
     def _cancel_timer(self) -> None:
