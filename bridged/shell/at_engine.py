@@ -218,19 +218,24 @@ class ATEngine(Protocol):
         self.bytes_in += len(data)
         self.reads += 1
         self._apply(self.session.feed(data, self.clock.seconds()))
-        if self.read_pacing and self._pause_call is None and self.transport is not None:
-            awaiting = self.decoder.awaiting
-            pause = self.read_pacer.pause(
-                awaiting, self.session.timing.line_rate, longest_recv_line(self.decoder.profile)
-            )
-            if pause > 0:
-                self._awaited = awaiting
-                if not self._read_paused:
-                    self._read_paused = True
-                    self.transport.pauseProducing()  # type: ignore[attr-defined]
-                self._pause_call = self.clock.callLater(pause, self._read_after_pause)
+        if self.read_pacing and (awaiting := self.decoder.awaiting) and self._pause_call is None:
+            self._pause_for(awaiting)
 
     # ------------------------------------------------------------------ read pacing
+
+    def _pause_for(self, awaiting: int) -> None:
+        """Leave the port unread while the ``awaiting`` bytes of a URC cross the line."""
+        pause = self.read_pacer.pause(
+            awaiting, self.session.timing.line_rate, longest_recv_line(self.decoder.profile)
+        )
+        transport = self.transport
+        if pause <= 0 or transport is None:
+            return
+        self._awaited = awaiting
+        if not self._read_paused:
+            self._read_paused = True
+            transport.pauseProducing()  # type: ignore[attr-defined]
+        self._pause_call = self.clock.callLater(pause, self._read_after_pause)
 
     def _read_after_pause(self, early: bool = False) -> None:
         """The URC's rest should be in: read it now (dataReceived may pause again, for
