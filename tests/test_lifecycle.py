@@ -55,7 +55,7 @@ def test_every_stage_but_a_closed_port_has_a_deadline() -> None:
 )
 def test_each_failure_climbs_one_rung(fail: object) -> None:
     life = ready_lifecycle()
-    life.restart(2.0, "a reboot was seen")  # initialising: every failure applies
+    life.boot_sign(2.0)  # a reboot was seen: initialising, where every failure applies
     assert steps(fail(life, 3.0)) == [Reopen]  # type: ignore[operator]
     assert not life.healthy  # the watchdog ping stops while the ladder is climbed
     life.lost(3.1)

@@ -140,12 +140,6 @@ class Lifecycle:
         self.expecting_boot = False
         return self._initialise(now, "module booted")
 
-    def restart(self, now: float, reason: str) -> list[Action]:
-        """Initialise again now (the owner's decision: a reboot seen, say)."""
-        if self.stage is Stage.SERIAL_DOWN:
-            return []
-        return self._initialise(now, reason)
-
     def timer_fired(self, now: float) -> list[Action]:
         if self.deadline is None or now < self.deadline - 1e-9:
             return []

@@ -46,7 +46,7 @@ class LineSink(Protocol):
 
     def when_drained(self) -> Deferred[None]: ...
 
-    def when_written(self) -> Deferred[None]: ...
+    def when_written(self) -> Deferred[float]: ...
 
 
 class LineMode(Enum):
@@ -254,16 +254,20 @@ class AtServer:
         self._output.write(PROMPT[:-1])
         on_wire = self._output.when_written()
         self._output.write(PROMPT[-1:])
-        on_wire.addCallback(lambda _: self._prompt_on_line(epoch, request))
+        on_wire.addCallback(lambda on_line_at: self._prompt_on_line(epoch, request, on_line_at))
 
-    def _prompt_on_line(self, epoch: int, request: DataRequest) -> None:
+    def _prompt_on_line(self, epoch: int, request: DataRequest, on_line_at: float) -> None:
         if epoch != self._epoch or self._request is not request:
             return
         delay = self._faults.prompt_delay
         if delay is None:
             delay = self._rng.uniform(0.0, self.prompt_max_delay)
         _log.debug("'>' on the line; data mode in {ms:.1f} ms", ms=delay * 1000)
-        self._later(delay, lambda: self._enter_data_mode(epoch, request))
+        # From when '>' was handed over, not from now: if this process was held up since
+        # (a loaded machine, a slow log write), a host that waited the longest delay after
+        # seeing '>' must still find data mode begun.
+        since = self._clock.seconds() - on_line_at
+        self._later(max(0.0, delay - since), lambda: self._enter_data_mode(epoch, request))
 
     def _enter_data_mode(self, epoch: int, request: DataRequest) -> None:
         if epoch != self._epoch or self._request is not request:

@@ -64,7 +64,10 @@ class PacedWriter:
         # waiters for "everything up to offset N is on the wire".
         self._queued_total = 0
         self._written_total = 0
-        self._mark_waiters: list[tuple[int, Deferred[None]]] = []
+        self._mark_waiters: list[tuple[int, Deferred[float]]] = []
+        # The reactor time read just before the latest handover to the fd: what a mark
+        # waiter is told, since its callback may run later than that (a busy process).
+        self._handed_over_at = clock.seconds()
         self.set_baud(baud)
 
     def set_baud(self, baud: int) -> None:
@@ -112,13 +115,15 @@ class PacedWriter:
             self._drain_waiters.append(d)
         return d
 
-    def when_written(self) -> Deferred[None]:
+    def when_written(self) -> Deferred[float]:
         """Fires once every byte queued so far has been handed to the fd, even if more
-        is queued after it (``when_drained`` waits for an empty buffer)."""
-        d: Deferred[None] = Deferred()
+        is queued after it (``when_drained`` waits for an empty buffer), with the reactor
+        time of that handover (read before the write: never later than it). Timing from
+        the callback instead would count whatever held this process up in between."""
+        d: Deferred[float] = Deferred()
         mark = self._queued_total
         if self._written_total >= mark:
-            d.callback(None)
+            d.callback(self._handed_over_at)
         else:
             self._mark_waiters.append((mark, d))
         return d
@@ -129,6 +134,7 @@ class PacedWriter:
             self._on_dropped(len(self._buffer))
             self._buffer.clear()
         self._written_total = self._queued_total  # dropped bytes never wait anyone
+        self._handed_over_at = self._clock.seconds()
         self._check_backlog()
         self._fire_marks()
         self._fire_drained()
@@ -165,6 +171,7 @@ class PacedWriter:
         due = (now + EARLY - self._done_at) * self._rate + 1e-6
         count = min(len(self._buffer), int(due))
         if count > 0:
+            self._handed_over_at = now
             written = self._write_fd(count)
             if written < 0:
                 return
@@ -216,7 +223,7 @@ class PacedWriter:
         if due:
             self._mark_waiters = [(m, d) for m, d in self._mark_waiters if m > self._written_total]
             for d in due:
-                d.callback(None)
+                d.callback(self._handed_over_at)
 
     def _fire_drained(self) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []

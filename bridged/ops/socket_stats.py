@@ -18,7 +18,6 @@ class SocketStats:
     opens: Counter[str] = field(default_factory=Counter)  # by result name
     client_connections: Counter[str] = field(default_factory=Counter)  # by outcome
     send_failures: int = 0
-    rx_corrupted_urcs: int = 0  # recv URCs for this socket that arrived garbled
     # Connections we ended because the stream could not go on whole, by StreamBroken label.
     streams_broken: Counter[str] = field(default_factory=Counter)
     # For `bridged status` (wall-clock seconds from the reactor):

@@ -172,7 +172,6 @@ class SocketBridge:
     def _on_recv_lost(self, reason: str) -> None:
         # Data that was (or may have been) this socket's was damaged on the serial line:
         # the channel ends the stream rather than let its client read past a hole.
-        self.stats.rx_corrupted_urcs += 1
         log.warn(
             "{label}: received data damaged on the serial line ({reason})",
             label=self.label,

@@ -183,15 +183,6 @@ class Modem:
                 continue
             await qssl.upload(setup.connect_id, kind, pem)
 
-    def restart_module(self, reason: str) -> None:
-        """Re-initialise and reconfigure the module now (it rebooted, or must)."""
-        if self.state is ModemState.SERIAL_DOWN:
-            return
-        self._count_restart(reason)
-        actions = self.lifecycle.restart(self.clock.seconds(), reason)  # init now stale
-        self._lose(reason)
-        self._life(actions)
-
     @property
     def healthy(self) -> bool:
         """False while the recovery ladder is climbed, or the module does not answer."""

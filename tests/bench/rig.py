@@ -10,6 +10,7 @@ Clients are blocking sockets in this (the driver's) process.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -29,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 BRIDGED_RUN = ("-m", "bridged", "run", "-c")
 #: A directory: bridged runs under cProfile and leaves ``<row>.prof`` there (--profile).
 PROFILE_ENV = "BRIDGED_BENCH_PROFILE"
+#: Numbers the rigs' cgroups: ``id(rig)`` comes back for the next rig, and a cgroup whose
+#: removal failed (a process still leaving it) would then make that rig fail to start.
+_cgroup_numbers = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class ProcessRig:
         """Launch the bridge; seconds until every socket's port listens (ready)."""
         command = self.bridge_command()
         if self.settings.cpu_quota is not None:
-            self.cgroup = cgroups.CpuQuota(f"bench-{os.getpid()}-{id(self)}")
+            self.cgroup = cgroups.CpuQuota(f"bench-{os.getpid()}-{next(_cgroup_numbers)}")
             self.cgroup.create(self.settings.cpu_quota)
             command = self.cgroup.wrap(command)
         start = time.monotonic()

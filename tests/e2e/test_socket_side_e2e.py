@@ -265,7 +265,7 @@ async def test_a_client_reset_while_paused_does_not_keep_its_successor_out(
 
     rig = BridgeRig(rig_dir, pki)
     spec = SocketSpec(0, echo_server.port, extra="queue: {send_max_bytes: 2048}")
-    await rig.start([spec])
+    daemon = await rig.start([spec])
     try:
         assert await rig.roundtrip(0, b"warm up") == b"warm up"
         bridge = rig.bridge(0)
@@ -294,5 +294,11 @@ async def test_a_client_reset_while_paused_does_not_keep_its_successor_out(
         )
         assert bridge.stats.client_connections["refused"] == 0
         new.close()
+        # Done. A power cycle ends the wedged send at once, so stopping does not wait it
+        # out (the shutdown's 5 s bound on closing SSL sockets).
+        rig.emulator.reboot()
+        await wait_until(
+            lambda: daemon.modem.state is not ModemState.READY, timeout=5, what="reboot seen"
+        )
     finally:
         await rig.stop()

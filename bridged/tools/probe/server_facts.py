@@ -158,8 +158,6 @@ def client_auth_of(result: Handshake) -> ClientAuth:
 class SniReport:
     applicable: bool
     summary: str
-    with_sni: Handshake | None = None
-    without_sni: Handshake | None = None
 
 
 def probe_sni(prober: Prober) -> SniReport:
@@ -168,7 +166,7 @@ def probe_sni(prober: Prober) -> SniReport:
         return SniReport(False, f"not applicable: {host} is an IP address, so no SNI is sent")
     with_sni = prober.module(Attempt(NO_AUTH))
     without = prober.module(Attempt(NO_AUTH, sni=False))
-    return SniReport(True, _compare_sni(host, with_sni, without), with_sni, without)
+    return SniReport(True, _compare_sni(host, with_sni, without))
 
 
 def _compare_sni(host: str, with_sni: Handshake, without: Handshake) -> str:
