@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -24,7 +25,9 @@ from bridged.core.at_session import (
     SessionTiming,
     SetTimer,
     Write,
+    command_name,
 )
+from bridged.core.log_sink import DEBUG
 
 TIMING = SessionTiming(
     prompt_delay=0.5,
@@ -189,3 +192,41 @@ def test_the_session_logs_to_the_sink_it_is_given() -> None:
     session.feed(b"\r\nOK\r\n", 0.2)  # an answer nobody asked for
     assert ("debug", "AT> AT+CSQ") in log.lines
     assert ("info", "answer nobody can own discarded: OK") in log.lines
+
+
+@pytest.fixture
+def debug_off() -> Iterator[None]:
+    DEBUG.on = False
+    try:
+        yield
+    finally:
+        DEBUG.on = True
+
+
+def test_a_session_builds_no_debug_line_when_debug_is_off(debug_off: None) -> None:
+    """At level info (setup_logging turns the switch off) a send's three AT trace lines
+    are never built: each would cost Twisted ~10 µs to drop. Other levels still log."""
+    log = RecordingLog()
+    session = ATSession(TIMING, log=log)
+    session.connection_made(0.0)
+    session.submit(Command("AT+QSSLSEND=1,0,2", 5.0, DataPhase(b"6869")), 0.0)
+    session.feed(b"\r\n> ", 0.1)
+    session.timer_fired(0.1 + TIMING.prompt_delay)
+    session.feed(b"\r\nOK\r\n", 0.7)
+    session.feed(b"\r\nOK\r\n", 0.8)  # an answer nobody asked for
+    assert [level for level, _ in log.lines] == ["info"]
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("AT+QSSLSEND=1,0,730", "AT+QSSLSEND"),
+        ("AT+CMEE?", "AT+CMEE"),
+        ("AT+QSSLCFG=?", "AT+QSSLCFG"),
+        ("AT+CSQ", "AT+CSQ"),
+        ("ATI", "ATI"),
+    ],
+)
+def test_a_command_is_named_by_what_precedes_its_parameters(line: str, name: str) -> None:
+    assert command_name(line) == name
+    assert Command(line, 1.0).name == name

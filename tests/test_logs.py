@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
     LogLevel,
     LogPublisher,
-    formatEvent,
     globalLogPublisher,
 )
 
@@ -24,8 +24,10 @@ from bridged.core.at_codec import (
     RecvUrc,
     SendResult,
 )
-from bridged.ops import logs
-from bridged.ops.logs import LineObserver, OwnOrFaultPredicate, urc_summary
+from bridged.core.log_sink import DEBUG
+from bridged.ops.logs import LineObserver, OwnOrFaultPredicate, trace_urcs, urc_summary
+from bridged.shell.at_engine import ATEngine
+from bridged.shell.qssl import QsslClient
 
 
 @pytest.mark.parametrize(
@@ -66,25 +68,22 @@ def test_urc_trace_summarises(event: object, shown: str | None) -> None:
     assert urc_summary(event) == shown
 
 
-@pytest.mark.parametrize("debug_shown", [True, False])
-def test_the_urc_trace_logs_only_when_debug_lines_are_shown(
-    monkeypatch: pytest.MonkeyPatch, debug_shown: bool
-) -> None:
-    """At level info the trace does not even build its line (a filtered-out debug call
-    costs about 10 µs, once per recv URC of a download); at debug it logs as before."""
-    monkeypatch.setattr(logs, "_debug_shown", debug_shown)
-    engine = SimpleNamespace(event_observers=[])
-    logs.trace_urcs(engine)  # type: ignore[arg-type]
-    seen: list[str] = []
-
-    def observe(event: dict[str, object]) -> None:
-        if event.get("log_namespace") == "bridged.at":
-            seen.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
+@pytest.mark.parametrize("debug", [True, False])
+def test_the_urc_trace_costs_nothing_when_debug_is_off(debug: bool) -> None:
+    """setup_logging turns DEBUG off above level debug: the trace then neither builds
+    its summary nor emits an event for the filter to drop (every URC passes here)."""
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    DEBUG.on = debug
     try:
-        for observer in engine.event_observers:
-            observer(RecvUrc(2, b"secret"))
+        clock = Clock()
+        engine = ATEngine(clock)
+        engine.makeConnection(StringTransport())
+        QsslClient(engine, clock)  # the module's URCs are QSSL's
+        trace_urcs(engine)
+        engine.dataReceived(b'\r\n+QSSLURC: "closed",1,1\r\n')
     finally:
-        globalLogPublisher.removeObserver(observe)
-    assert seen == (['AT< +QSSLURC: "recv",2 <6 payload bytes>'] if debug_shown else [])
+        DEBUG.on = True
+        globalLogPublisher.removeObserver(events.append)
+    traced = [e for e in events if e.get("log_format") == "AT< {urc}"]
+    assert len(traced) == (1 if debug else 0)

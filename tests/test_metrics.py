@@ -48,7 +48,7 @@ from bridged.ops.metrics import (
     make_registry,
 )
 from bridged.ops.status import install_status
-from bridged.ops.web import health_report
+from bridged.ops.web import health_report, make_site
 from bridged.shell.at_engine import ATEngine
 from bridged.shell.daemon import Daemon, Readout
 from bridged.shell.link_health import LinkHealth, start_link_health
@@ -430,6 +430,20 @@ def test_the_family_table_is_consistent() -> None:
 
 
 # --------------------------------------------------------------------------- HTTP
+
+
+def test_the_metrics_endpoint_does_not_wake_an_idle_daemon() -> None:
+    """Twisted's HTTP factory refreshes its access log's date every second: on a
+    gateway that is a wake-up a second for a log bridged does not write."""
+    readout = Readout(daemon_from(TWO_SOCKETS))
+    site = make_site(make_registry(readout), readout)
+    clock = Clock()
+    site.reactor = clock  # type: ignore[assignment]
+    site.doStart()
+    try:
+        assert clock.getDelayedCalls() == []
+    finally:
+        site.doStop()
 
 
 @pytest.fixture

@@ -4,7 +4,10 @@ module: results are matched to sends in order, and an ERROR before '>' is told a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from bridged.core.at_codec import DataFormat
@@ -86,3 +89,45 @@ def test_a_new_connection_does_not_inherit_the_last_ones_unanswered_sends() -> N
     line.say(b"\r\n+QSSLSEND: 1,0,0\r\n")
     assert outcome(x) is None and not isinstance(outcome(x), Failure)
     assert x.called  # confirmed by its own result
+
+
+def test_each_send_result_times_out_at_its_own_deadline_and_not_before() -> None:
+    line = Line()
+    line.qssl.open_timeouts[0] = 10.0
+    _, a = line.qssl.send(0, b"aaaaa", DataFormat.TEXT)  # waits for its result from t=0
+    sent(line, b"aaaaa")
+    line.advance(2.0)
+    _, b = line.qssl.send(0, b"bbbbb", DataFormat.TEXT)  # from about t=2.65
+    sent(line, b"bbbbb")
+    line.advance(9.9 - line.clock.seconds())
+    assert outcome(a) is None and outcome(b) is None
+    line.advance(0.2)
+    failure = outcome(a)
+    assert isinstance(failure, Failure) and isinstance(failure.value, QsslError)
+    assert failure.value.name == "timeout" and outcome(b) is None
+    line.advance(12.6 - line.clock.seconds())
+    assert outcome(b) is None
+    line.advance(0.2)
+    failure = outcome(b)
+    assert isinstance(failure, Failure) and failure.value.name == "timeout"
+
+
+def test_confirmed_sends_do_not_schedule_a_result_timer_each() -> None:
+    """A timer scheduled and cancelled per send costs the reactor a heap entry and, on
+    a real reactor, a wake-up at its old deadline: one timer serves every result."""
+    line = Line()
+    scheduled: list[object] = []
+    call_later = line.clock.callLater
+
+    def counting(delay: float, f: Callable[..., object], *args: object) -> IDelayedCall:
+        if f != line.engine._fired:  # the session's one deadline is the engine's
+            scheduled.append(f)
+        return call_later(delay, f, *args)
+
+    line.clock.callLater = counting  # type: ignore[method-assign]
+    for payload in (b"aaaaa", b"bbbbb", b"ccccc", b"ddddd"):
+        _, confirmed = line.qssl.send(0, payload, DataFormat.TEXT)
+        sent(line, payload)
+        line.say(b"\r\n+QSSLSEND: 1,0,0\r\n")
+        assert confirmed.called and outcome(confirmed) is None
+    assert len(scheduled) == 1

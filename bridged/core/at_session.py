@@ -131,8 +131,9 @@ class ATSession(SessionCore):
     # ------------------------------------------------------------------ inputs
 
     def submit(self, command: Command, now: float) -> list[Action]:
-        """Queue a command (the owner checked it is connected and the line is valid)."""
-        encode_command(command.line)
+        """Queue a command (the owner checked it is connected); a malformed line is
+        refused here (ValueError), and the encoded line kept for when it is written."""
+        command.encoded = encode_command(command.line)
         if command.urgent and self.phase in (Phase.QUIET, Phase.PROBING):
             self._start(command, now)
             return self._flush()

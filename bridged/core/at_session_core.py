@@ -27,7 +27,7 @@ from bridged.core.at_session_types import (
     SetTimer,
     Write,
 )
-from bridged.core.log_sink import DISCARD_LOG, LogSink
+from bridged.core.log_sink import DEBUG, DISCARD_LOG, LogSink
 
 
 class SessionCore:
@@ -87,17 +87,18 @@ class SessionCore:
     def _kick(self, now: float) -> None:
         if self.phase is not Phase.IDLE or self.current is not None:
             return
-        for priority in Priority:
-            if self._queues[priority]:
-                self._start(self._queues[priority].popleft(), now)
+        for queue in self._queues.values():  # in priority order
+            if queue:
+                self._start(queue.popleft(), now)
                 return
 
     def _start(self, cmd: Command, now: float) -> None:
         self.current = cmd
         cmd.started = now
         cmd.lines.clear()
-        self.log.debug("AT> {line}", line=cmd.line)
-        self._write(encode_command(cmd.line))
+        if DEBUG.on:
+            self.log.debug("AT> {line}", line=cmd.line)
+        self._write(cmd.encoded or encode_command(cmd.line))
         self.phase = Phase.RESPONSE if cmd.data is None else Phase.PROMPT
         self._set_deadline(now + cmd.timeout)
         self._wait_cap = now + cmd.timeout + self.timing.busy_max
@@ -106,7 +107,9 @@ class SessionCore:
         cmd = self.current
         assert cmd is not None and cmd.data is not None
         data = cmd.data
-        if data.redact:
+        if not DEBUG.on:
+            pass
+        elif data.redact:
             self.log.debug("AT> <{n} bytes redacted>", n=len(data.payload))
         else:
             self.log.debug("AT> <{n} payload bytes>", n=len(data.payload))
@@ -121,12 +124,13 @@ class SessionCore:
         self.current = None
         self.answering = True
         self._observe(cmd, "ok" if final.ok else "error", now)
-        self.log.debug(
-            "AT< {final} ({name}, {ms:.0f} ms)",
-            final=final.text,
-            name=cmd.name,
-            ms=(now - cmd.started) * 1000,
-        )
+        if DEBUG.on:
+            self.log.debug(
+                "AT< {final} ({name}, {ms:.0f} ms)",
+                final=final.text,
+                name=cmd.name,
+                ms=(now - cmd.started) * 1000,
+            )
         self._gap(now)
         if final.ok:
             self._note(Completed(cmd, Response(cmd.line, list(cmd.lines), final)))

@@ -4,6 +4,7 @@ actions it returns. Re-exported by :mod:`bridged.core.at_session`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -88,12 +89,14 @@ def info_prefix(line: str) -> str | None:
     return name[2:] + ":" if name.upper().startswith("AT+") else None
 
 
+_NAME = re.compile(r"[^=?]*")
+
+
 def command_name(line: str) -> str:
     """``AT+QSSLSEND=1,0,5`` → ``AT+QSSLSEND``: a label for metrics and messages."""
-    for i, ch in enumerate(line):
-        if ch in "=?":
-            return line[:i]
-    return line
+    match = _NAME.match(line)
+    assert match is not None  # the pattern matches any string, if only its empty start
+    return match.group()
 
 
 @dataclass(eq=False)
@@ -114,6 +117,7 @@ class Command:
     urgent: bool = False
     lines: list[str] = field(default_factory=list)
     started: float = 0.0
+    encoded: bytes = b""  # the line as written (set when the session takes it)
 
     @property
     def name(self) -> str:

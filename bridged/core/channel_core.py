@@ -389,11 +389,12 @@ class ChannelCore:
 
     def _idle_delay(self) -> float:
         """The idle bound now in force (0: none)."""
-        bounds = [self._timeouts.idle]
+        idle = self._timeouts.idle if self._timeouts.idle > 0 else 0.0
         if self._client and self._client_eof:
-            bounds.append(self._timeouts.half_close)
-        live = [b for b in bounds if b > 0]
-        return min(live) if live else 0.0
+            half = self._timeouts.half_close
+            if half > 0 and (not idle or half < idle):
+                return half
+        return idle
 
     def _update_idle_timer(self, actions: list[Action]) -> None:
         """(Re)start the idle timer on every input with traffic while OPEN; stop it when

@@ -43,3 +43,15 @@ class DiscardLog:
 
 
 DISCARD_LOG = DiscardLog()
+
+
+class DebugSwitch:
+    """Whether debug lines are wanted at all. The shell's logging setup sets it once
+    (``bridged.ops.logs.setup_logging``); until then they are. A debug line that the level
+    filter then drops still costs Twisted about 10 µs to build and discard, so the lines a
+    machine writes per command or per chunk check it first."""
+
+    on: bool = True
+
+
+DEBUG = DebugSwitch()

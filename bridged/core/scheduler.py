@@ -97,7 +97,8 @@ class Scheduler(Generic[S]):
         self._fell_back = False
         # A refused pipelined send awaiting its verdict: the channel and its epoch then.
         self._suspect: tuple[S, int] | None = None
-        self.set_max_unconfirmed(max_unconfirmed)
+        self.set_max_unconfirmed(max_unconfirmed)  # checks it
+        self._apply_window()
 
     def set_channels(self, channels: Sequence[S]) -> None:
         """Serve these channels from now on (a reload); a send in flight keeps the line."""
@@ -124,7 +125,7 @@ class Scheduler(Generic[S]):
             self._profile_window = n
             self._fell_back = False
             self._suspect = None
-        self._apply_window()
+            self._apply_window()  # else the channels have it already (asked every send)
 
     @property
     def window(self) -> int:

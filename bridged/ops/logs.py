@@ -33,6 +33,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from bridged.core.at_codec import BootSign, ClosedUrc, CloseResult, OpenResult, RecvUrc, SendResult
+from bridged.core.log_sink import DEBUG
 
 if TYPE_CHECKING:
     from bridged.shell.at_engine import ATEngine
@@ -101,18 +102,11 @@ class OwnOrFaultPredicate:
         return _MAYBE
 
 
-#: Whether debug lines are shown (setup_logging decides). An observer that would only
-#: log at debug level asks first: a call the level filter drops still builds its event
-#: and runs the filters, about 10 µs for each recv URC of a download.
-_debug_shown = True
-
-
 def setup_logging(level: str = "info", stream: IO[str] | None = None) -> None:
     """Route twisted.logger (and the std-lib warnings it captures) to stderr."""
-    global _debug_shown
-    _debug_shown = LEVELS[level] == LogLevel.debug
     journald = bool(os.environ.get("JOURNAL_STREAM"))
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+    DEBUG.on = LEVELS[level] is LogLevel.debug  # the hot paths skip debug lines then
     observer = FilteringLogObserver(
         LineObserver(stream or sys.stderr, journald), [OwnOrFaultPredicate(), predicate]
     )
@@ -143,8 +137,8 @@ def trace_urcs(engine: ATEngine) -> None:
     final results itself): ``AT< +QSSLURC: "recv",0 <13 payload bytes>``."""
 
     def observe(event: object) -> None:
-        if not _debug_shown:
-            return
+        if not DEBUG.on:
+            return  # not even the summary: this runs for every URC
         summary = urc_summary(event)
         if summary is not None:
             _at_log.debug("AT< {urc}", urc=summary)

@@ -120,6 +120,11 @@ class QuietSite(Site):
     def log(self, request: http.Request) -> None:
         pass
 
+    def startFactory(self) -> None:
+        # HTTPFactory caches the access log's date and refreshes it every second: a
+        # reactor wake-up a second, all day, for a log this site does not write.
+        self._logFile = None
+
 
 def make_site(registry: CollectorRegistry, snapshot: Callable[[], DaemonSnapshot]) -> Site:
     root = IndexResource()

@@ -320,7 +320,22 @@ class SocketBridge:
         self.stats.error(text, self.clock.seconds())
 
     def _do(self, action: Action) -> None:
-        if isinstance(action, PauseClient):
+        # Those of every confirmed send first.
+        if isinstance(action, CountTxSent):
+            self.stats.tx_bytes += action.n
+        elif isinstance(action, StartTimer):
+            timer = self._timers.get(action.name)
+            if timer is not None and timer.active():
+                # Restarted at every confirmed send (the send-stall timer) and every input
+                # with traffic (idle): move the pending call, don't cancel and schedule.
+                timer.reset(action.delay)
+            else:
+                self._timers[action.name] = self.clock.callLater(
+                    action.delay, self._timer_fired, action.name
+                )
+        elif isinstance(action, CancelTimer):
+            self._cancel_timer(action.name)
+        elif isinstance(action, PauseClient):
             if self.client is not None:
                 self.client.pause_reading()
         elif isinstance(action, ResumeClient):
@@ -354,15 +369,6 @@ class SocketBridge:
                 held.close()
         elif isinstance(action, HoldClient):
             pass  # done in client_connected, which knows the connection
-        elif isinstance(action, StartTimer):
-            self._cancel_timer(action.name)
-            self._timers[action.name] = self.clock.callLater(
-                action.delay, self._timer_fired, action.name
-            )
-        elif isinstance(action, CancelTimer):
-            self._cancel_timer(action.name)
-        elif isinstance(action, CountTxSent):
-            self.stats.tx_bytes += action.n
         elif isinstance(action, CountRxDropped):
             self.stats.rx_dropped_bytes += action.n
             log.warn(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -101,6 +101,11 @@ class QsslClient:
         self.boot_observers: list[Callable[[str], None]] = []
         self.set_profile(profile)
         self._waiters: dict[tuple[type, int], list[defer.Deferred[int]]] = defaultdict(list)
+        # When each waiter gives up, (deadline, timeout). One timer serves them all: set
+        # for the earliest deadline and left alone when a result comes (it finds nothing
+        # due then), instead of a timer scheduled and cancelled per send.
+        self._deadlines: dict[defer.Deferred[int], tuple[float, float]] = {}
+        self._deadline_call: IDelayedCall | None = None
         # This layer owns the QSSL events: each type comes here directly, a recv URC (the
         # hot one) straight to its routing by connectID.
         engine.event_routes[RecvUrc] = self._on_recv
@@ -251,7 +256,8 @@ class QsslClient:
             failure.trap(defer.TimeoutError)  # type: ignore[no-untyped-call]
             raise QsslError(connect_id, "send", "timeout", None, "no +QSSLSEND result in time")
 
-        confirmed: defer.Deferred[None] = result.addCallback(check).addErrback(timed_out)
+        # One step for both (a code check's own QsslError passes timed_out's trap anyway).
+        confirmed: defer.Deferred[None] = result.addCallbacks(check, timed_out)
         return accepted_d, confirmed
 
     async def close(self, connect_id: int) -> None:
@@ -291,10 +297,36 @@ class QsslClient:
     def _expect(self, kind: type[T], connect_id: int, timeout: float) -> defer.Deferred[int]:
         d: defer.Deferred[int] = defer.Deferred(lambda d: self._forget(kind, connect_id, d))
         self._waiters[(kind, connect_id)].append(d)
-        d.addTimeout(timeout, self.clock)
+        deadline = self.clock.seconds() + timeout
+        self._deadlines[d] = (deadline, timeout)
+        self._arm_deadline(deadline)
         return d
 
+    def _arm_deadline(self, deadline: float) -> None:
+        call = self._deadline_call
+        delay = max(0.0, deadline - self.clock.seconds())
+        if call is None or not call.active():
+            self._deadline_call = self.clock.callLater(delay, self._give_up)
+        elif call.getTime() > deadline:
+            call.reset(delay)
+
+    def _give_up(self) -> None:
+        """The earliest deadline has come: fail every waiter due (as ``addTimeout``
+        would: ``defer.TimeoutError``), then wait for the next deadline, if any."""
+        self._deadline_call = None
+        now = self.clock.seconds()
+        for waiters in list(self._waiters.values()):
+            for d in [d for d in waiters if self._deadlines[d][0] <= now]:
+                entry = self._deadlines.pop(d, None)
+                if entry is None:
+                    continue  # settled meanwhile, by an errback of one before it
+                waiters.remove(d)
+                d.errback(defer.TimeoutError(entry[1], "Deferred"))
+        if self._deadlines:
+            self._arm_deadline(min(deadline for deadline, _ in self._deadlines.values()))
+
     def _forget(self, kind: type, connect_id: int, d: defer.Deferred[int]) -> None:
+        self._deadlines.pop(d, None)
         waiters = self._waiters.get((kind, connect_id), [])
         if d in waiters:
             waiters.remove(d)
@@ -309,7 +341,9 @@ class QsslClient:
                 code=code,
             )
             return
-        waiters.pop(0).callback(code)
+        d = waiters.pop(0)
+        del self._deadlines[d]
+        d.callback(code)
 
     def fail_waiters(self, reason: Exception, connect_id: int | None = None) -> None:
         """Fail pending async results (all, or one socket's)."""
@@ -319,7 +353,9 @@ class QsslClient:
             if connect_id is not None and kind is OpenResult:
                 continue  # a "closed" URC does not answer a pending open
             while waiters:
-                waiters.pop(0).errback(reason)
+                d = waiters.pop(0)
+                del self._deadlines[d]
+                d.errback(reason)
 
     def _on_recv(self, event: Event) -> None:
         assert isinstance(event, RecvUrc)
