@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -11,6 +14,7 @@ from twisted.internet.serialport import SerialPort
 from twisted.logger import formatEvent, globalLogPublisher
 
 from bridged.core.at_codec import CTRL_Z, ESC, ClosedUrc, Event, RecvUrc
+from bridged.core.serial_trace import MODULE, parse_trace
 from bridged.shell.at_engine import (
     ATEngine,
     CommandError,
@@ -20,8 +24,10 @@ from bridged.shell.at_engine import (
     Response,
     SerialLost,
 )
+from bridged.shell.serial_tap import SerialTraceOptions, tap
 from tests.support.scripted_pty import ScriptedPty
 from tests.support.waiting import wait_until
+from tests.test_at_codec import recv_hex
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -232,3 +238,57 @@ def test_the_sessions_log_lines_keep_their_namespace(engine: ATEngine, pty: Scri
     finally:
         globalLogPublisher.removeObserver(observe)
     assert ("bridged.at", "AT> AT+CSQ") in seen
+
+
+# ---------------------------------------------------------------- read pacing (issue 14)
+
+
+def paced_port(
+    engine: ATEngine, pty: ScriptedPty, baud: int, protocol: object = None
+) -> SerialPort:
+    """The engine on the pty with its line rate known, so recv URCs pace its reads."""
+    engine.timing = replace(engine.timing, line_rate=baud / 10)
+    return SerialPort(protocol or engine, pty.path, reactor, baudrate=baud)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hang_up_while_reading_is_paused_is_noticed(pty: ScriptedPty):
+    """At 9600 baud a 650-byte hex URC takes 1.4 s: the engine stops reading the port
+    meanwhile; the pty hanging up then is still a lost serial connection, at the latest
+    when the pause ends."""
+    engine = ATEngine(reactor)
+    lost: list[object] = []
+    engine.lost_observers.append(lost.append)
+    port = paced_port(engine, pty, 9600)
+    pty.send(b'\r\n+QSSLURC: "recv",1,0,650,"' + b"00" * 50)
+    yield defer.ensureDeferred(
+        wait_until(lambda: port not in reactor.getReaders(), what="reading paused")
+    )
+    os_close_master(pty)
+    yield defer.ensureDeferred(wait_until(lambda: lost, timeout=5, what="serial loss noticed"))
+    assert not engine.connected
+    with pytest.raises(SerialLost):
+        yield engine.command("AT")
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_trace_sees_every_byte_in_order_while_reads_are_paced(pty: ScriptedPty, tmp_path: Path):
+    engine = ATEngine(reactor)
+    urcs: list[bytes] = []
+    engine.event_observers.append(lambda e: urcs.append(e.data) if isinstance(e, RecvUrc) else None)
+    options = SerialTraceOptions(tmp_path / "serial.trace")
+    port = paced_port(engine, pty, 921600, tap(engine, options))
+    payloads = [os.urandom(650) for _ in range(6)]
+    wire = b"".join(recv_hex(cid, data) for cid, data in enumerate(payloads)) + b"\r\nOK\r\n"
+    pieces = [wire[at : at + 128] for at in range(0, len(wire), 128)]
+    for piece in pieces:  # as a UART delivers: a few bytes at a time, at the line rate
+        pty.send(piece)
+        yield sleep(len(piece) / 92160)
+    yield defer.ensureDeferred(wait_until(lambda: len(urcs) == 6, what="six recv URCs"))
+    assert urcs == payloads
+    assert engine.reads < len(pieces) / 2
+    port.loseConnection()
+    yield defer.ensureDeferred(wait_until(lambda: not engine.connected, what="port closed"))
+    with open(options.path, encoding="utf-8") as trace:
+        entries = list(parse_trace(trace))
+    assert b"".join(e.data for e in entries if e.direction == MODULE) == wire

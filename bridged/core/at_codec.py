@@ -87,11 +87,8 @@ _DONE, _WAIT, _GENERAL = object(), object(), object()
 _RECV_FAST = re.compile(rb"([0-9]{1,2}),([0-9]{1,2}),([0-9]{1,4}),")
 _RECV_HEADER = re.compile(rb"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,")
 _ASYNC_RESULT = re.compile(rb"\+QSSL(OPEN|SEND|CLOSE): ?(\d+),(\d+),(-?\d+)")
-_ASYNC_RESULT_TYPES: dict[bytes, type[OpenResult | SendResult | CloseResult]] = {
-    b"OPEN": OpenResult,
-    b"SEND": SendResult,
-    b"CLOSE": CloseResult,
-}
+_ASYNC_RESULT_TYPES: dict[bytes, type[OpenResult | SendResult | CloseResult]]
+_ASYNC_RESULT_TYPES = {b"OPEN": OpenResult, b"SEND": SendResult, b"CLOSE": CloseResult}
 _CLOSED_URC = re.compile(rb'\+QSSLURC: ?"closed",(\d+),(\d+)')
 _CME_ERROR = re.compile(rb"\+CME ERROR: ?(\S+)")
 _BOOT_SIGNS = (b"RDY", b"+CPIN: READY", b"Leaving the BROM")
@@ -138,6 +135,20 @@ class ATDecoder:
         """Bytes held while waiting for the rest of a line or payload."""
         return len(self._buf)
 
+    @property
+    def awaiting(self) -> int:
+        """Bytes still to come before the recv URC in progress is complete, as its checked
+        header announced (0: none is), before which nothing else can arrive; errs short
+        (a quote not seen yet is not counted). See :mod:`bridged.core.read_pacing`."""
+        if (waiting := self._hex_wait) is not None:  # digits, quote, line end
+            return max(0, waiting[2] + waiting[3] + 1 - len(self._buf))
+        if (pending := self._recv) is None:
+            return 0
+        need = pending.length + (1 if pending.quoted else 0)  # data, closing quote
+        if pending.data_format is DataFormat.HEX:
+            need += pending.length + 1  # two digits a byte, then the line end
+        return max(0, need - len(self._buf))
+
     def reset(self) -> None:
         """Forget partial input (after a serial reopen or a module reboot)."""
         self._buf.clear()
@@ -181,31 +192,23 @@ class ATDecoder:
             end = _find_line_end(buf)
             if end < 0:
                 if len(buf) > self.max_line:
-                    events.append(
-                        ProtocolError(
-                            "line_too_long",
-                            f"line longer than {self.max_line} bytes",
-                            touches=self.all_sockets,
-                        )
-                    )
+                    events.append(self._line_too_long())
                     buf.clear()
                     self._skipping_line = True
                 break
             line = bytes(buf[:end])
             del buf[: end + 1]
             if len(line) > self.max_line:
-                events.append(
-                    ProtocolError(
-                        "line_too_long",
-                        f"line longer than {self.max_line} bytes",
-                        touches=self.all_sockets,
-                    )
-                )
+                events.append(self._line_too_long())
                 continue
             events.append(_classify(line, self.context_id, self.all_sockets))
         return events
 
     # -- the pieces of feed()
+
+    def _line_too_long(self) -> ProtocolError:
+        detail = f"line longer than {self.max_line} bytes"
+        return ProtocolError("line_too_long", detail, touches=self.all_sockets)
 
     def _fast_recv(self, events: list[Event]) -> object:
         """A well-formed recv URC at the start of the buffer, in one step: ``_DONE``.
@@ -274,8 +277,7 @@ class ATDecoder:
         return _DONE
 
     def _skip_to_line_end(self) -> bool:
-        end = _find_line_end(self._buf)
-        if end < 0:
+        if (end := _find_line_end(self._buf)) < 0:
             self._buf.clear()
             return False
         del self._buf[: end + 1]

@@ -45,6 +45,7 @@ from bridged.core.at_session import (
     command_name,
     info_prefix,
 )
+from bridged.core.read_pacing import ReadPacer, longest_recv_line
 from bridged.shell.write_now import write_now
 
 log = Logger(namespace="bridged.at")
@@ -98,6 +99,14 @@ class ATEngine(Protocol):
         self.resynced_observers: list[Callable[[], None]] = []
         self.bytes_in = 0
         self.bytes_out = 0
+        self.reads = 0  # serial reads delivered (dataReceived calls)
+        # Read pacing (bridged/core/read_pacing.py): while a recv URC's rest is on the
+        # line the port is not read; one call reads it when it is all in.
+        self.read_pacing = True
+        self.read_pacer = ReadPacer()
+        self._read_paused = False
+        self._pause_call: IDelayedCall | None = None
+        self._awaited = 0  # what the pause waits for, in bytes
 
     @property
     def data_mode_quiet(self) -> float:
@@ -189,12 +198,14 @@ class ATEngine(Protocol):
     # ------------------------------------------------------------------ Protocol
 
     def connectionMade(self) -> None:
+        self._end_read_pause()
         self._apply(self.session.connection_made(self.clock.seconds()))
 
     def connectionLost(self, reason: Failure = error.ConnectionDone) -> None:  # type: ignore[assignment]
         why = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
         was_connected = self.connected
         self._cancel_timer()
+        self._end_read_pause()
         self.transport = None
         # Listeners first: they learn the module is gone before its commands fail, so a
         # failure arriving afterwards is known to be stale.
@@ -205,7 +216,51 @@ class ATEngine(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self.reads += 1
         self._apply(self.session.feed(data, self.clock.seconds()))
+        if self.read_pacing and (awaiting := self.decoder.awaiting) and self._pause_call is None:
+            self._pause_for(awaiting)
+
+    # ------------------------------------------------------------------ read pacing
+
+    def _pause_for(self, awaiting: int) -> None:
+        """Leave the port unread while the ``awaiting`` bytes of a URC cross the line."""
+        pause = self.read_pacer.pause(
+            awaiting, self.session.timing.line_rate, longest_recv_line(self.decoder.profile)
+        )
+        transport = self.transport
+        if pause <= 0 or transport is None:
+            return
+        self._awaited = awaiting
+        if not self._read_paused:
+            self._read_paused = True
+            transport.pauseProducing()  # type: ignore[attr-defined]
+        self._pause_call = self.clock.callLater(pause, self._read_after_pause)
+
+    def _read_after_pause(self, early: bool = False) -> None:
+        """The URC's rest should be in: read it now (dataReceived may pause again, for
+        the next URC's rest); read on as bytes come if it did not. ``early``: before
+        the pause's time, which teaches the pacer nothing."""
+        self._pause_call = None
+        transport = self.transport
+        if transport is None:
+            return
+        # A read that reports the port lost (or a transport that cannot read on request)
+        # leaves it to the reactor, which notices the loss as soon as reading resumes.
+        before, awaited = self.bytes_in, self._awaited
+        _read_now(transport)
+        if not early:
+            self.read_pacer.read_after_pause(awaited, self.bytes_in - before)
+        if self._pause_call is None and self._read_paused and self.transport is transport:
+            self._read_paused = False
+            transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _end_read_pause(self) -> None:
+        """Forget a pause (the port closed or reopened: the new one is read at once)."""
+        if self._pause_call is not None and self._pause_call.active():
+            self._pause_call.cancel()
+        self._pause_call = None
+        self._read_paused = False
 
     # ------------------------------------------------------------------ actions
 
@@ -265,12 +320,27 @@ class ATEngine(Protocol):
 
     def _fired(self) -> None:
         self._timer = None
+        if self._pause_call is not None:
+            # The session decides on what has arrived: a paused line is read first.
+            self._pause_call.cancel()
+            self._read_after_pause(early=True)
         self._apply(self.session.timer_fired(self.clock.seconds()))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+
+def _read_now(transport: object) -> bool:
+    """Have the serial port (or the trace tap's wrapper of it) read what it holds now,
+    outside the reactor's loop: its protocol gets the bytes through ``dataReceived`` as
+    usual. False when nothing was read that way: a transport that cannot (a test's), or a
+    read that found the port lost (the reactor reports that once reading resumes)."""
+    do_read = getattr(transport, "doRead", None)
+    if do_read is None or not transport.connected or transport.disconnecting:  # type: ignore[attr-defined]
+        return False
+    return do_read() is None
 
 
 __all__ = [
