@@ -30,6 +30,7 @@ from bridged.core.read_pacing import (
     read_pause,
 )
 from bridged.shell.at_engine import ATEngine, Response
+from bridged.shell.qssl import QsslClient
 from tests.test_at_codec import recv_hex, recv_text
 from tests.test_at_codec_fast_path import damaged_streams
 
@@ -364,3 +365,65 @@ def test_losing_the_port_during_a_pause_cancels_it_and_a_new_port_is_read_at_onc
     fresh.run(clock.seconds() + 0.002)
     assert fresh.reading
     assert any(isinstance(e, ClosedUrc) for e in events)
+
+
+# ---------------------------------------------------------------- after a payload
+
+
+def _sends(count: int, result_gap: float) -> tuple[float, float]:
+    """``count`` chunks sent one after the other through the QSSL layer on the virtual
+    line. The module answers ``>`` to each command line, then, once the payload has
+    crossed the line (it is in data mode meanwhile and sends nothing), ``OK`` and
+    ``result_gap`` later the ``+QSSLSEND`` result. Returns the serial reads per send from
+    each payload's write to its confirmation, and the longest a result was read after it
+    arrived."""
+    clock = task.Clock()
+    engine, _events = paced_engine(clock)
+    engine.timing = replace(engine.timing, prompt_delay=0.01)
+    qssl = QsslClient(engine, clock)
+    line = UartLine(clock, engine)
+    command = b"AT+QSSLSEND=1,0,730\r"
+    reads = 0
+    latest = 0.0
+    for _ in range(count):
+        payload = os.urandom(730)
+        line.written.clear()
+        _accepted, confirmed = qssl.send(0, payload, DataFormat.HEX)
+        done: list[float] = []
+        confirmed.addCallback(lambda _r, done=done: done.append(clock.seconds()))
+        line.run(clock.seconds() + 0.0004)
+        assert bytes(line.written) == command
+        line.module_sends(b"\r\n> ")
+        while len(line.written) == len(command):
+            line.run(clock.seconds() + 0.0002)
+        assert bytes(line.written[len(command) :]) == payload.hex().upper().encode()
+        before = line.reads
+        crossed = clock.seconds() + 2 * len(payload) / RATE  # the module has it all
+        clock.callLater(crossed - clock.seconds(), line.module_sends, b"\r\nOK\r\n")
+        result = b"\r\n+QSSLSEND: 1,0,0\r\n"
+        arrives = crossed + (6 + len(result)) / RATE + result_gap
+        clock.callLater(arrives - len(result) / RATE - clock.seconds(), line.module_sends, result)
+        line.run(arrives + 0.02)
+        assert done, "the send was not confirmed"
+        reads += line.reads - before
+        latest = max(latest, done[0] - arrives)
+    return reads / count, latest
+
+
+def test_ok_and_the_result_right_behind_it_are_read_in_one_go() -> None:
+    """While its payload crosses the line the module is in data mode and sends nothing;
+    then come ``OK`` and, a moment later, the send's result. The engine leaves the port
+    unread until they should be in and reads them in one go: one wake-up a chunk fewer
+    (a quarter of a bulk upload's), each result read within the longest margin."""
+    reads, late = _sends(20, result_gap=0.002)
+    assert reads <= 1.3
+    assert late <= MAX_MARGIN + 0.0004
+
+
+def test_a_result_that_takes_its_time_is_read_as_soon_as_it_comes() -> None:
+    """A result behind the network's round trip: ``OK`` is read after the pause, the
+    port is read again at once, and the result as it arrives (on this line, in two
+    pieces: no more reads than without the pause)."""
+    reads, late = _sends(5, result_gap=0.05)
+    assert reads <= 3
+    assert late <= 0.0004

@@ -113,7 +113,7 @@ class SessionCore:
             self.log.debug("AT> <{n} bytes redacted>", n=len(data.payload))
         else:
             self.log.debug("AT> <{n} payload bytes>", n=len(data.payload))
-        self._write(data.payload + data.terminator)
+        self._write(data.payload + data.terminator, data.answer)
         self.phase = Phase.AFTER_DATA
         wait = cmd.result_timeout if cmd.result_timeout is not None else cmd.timeout
         self._set_deadline(now + wait)
@@ -162,10 +162,10 @@ class SessionCore:
 
     # ------------------------------------------------------------------ outputs
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, answer: int = 0) -> None:
         if self._feeding:
             self._wrote_during_read = True
-        self._effects.append(Write(data))
+        self._effects.append(Write(data, answer))
 
     def _set_deadline(self, at: float | None) -> None:
         self.deadline = at

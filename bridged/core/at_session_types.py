@@ -74,13 +74,16 @@ class DataPhase:
     fixed-length sends. ``redact`` keeps the bytes out of debug logs (keys, certificates).
     ``counted`` marks a fixed-length text send: the module takes every byte, Esc and any
     probe included, as payload until the length is reached, so after trouble the session
-    must stay silent instead of cancelling.
+    must stay silent instead of cancelling. ``answer``: the bytes the module sends as soon
+    as it has the data (``OK``; a QSSL send's result right behind it): the shell reads
+    them in one go once the data has crossed the line (:mod:`bridged.core.read_pacing`).
     """
 
     payload: bytes
     terminator: bytes = b""
     redact: bool = False
     counted: bool = False
+    answer: int = len(b"\r\nOK\r\n")
 
 
 def info_prefix(line: str) -> str | None:
@@ -129,7 +132,12 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Write:
+    """Bytes for the module. ``answer`` > 0: they are a data phase's payload, which the
+    module answers with about that many bytes once it has them all (nothing before: it
+    is in data mode)."""
+
     data: bytes
+    answer: int = 0
 
 
 @dataclass(frozen=True, slots=True)

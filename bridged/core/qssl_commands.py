@@ -155,5 +155,12 @@ def send_line(context_id: int, connect_id: int, length: int) -> str:
     return f"AT+QSSLSEND={context_id},{connect_id},{length}"
 
 
+def send_answer_size(context_id: int, connect_id: int) -> int:
+    """Bytes the module answers a send's data with when all goes well: ``OK``, then the
+    result (which the module sends as soon as the data is on its way; a later one only
+    costs the shell a read more)."""
+    return len(f"\r\nOK\r\n\r\n+QSSLSEND: {context_id},{connect_id},0\r\n")
+
+
 def close_line(context_id: int, connect_id: int) -> str:
     return f"AT+QSSLCLOSE={context_id},{connect_id}"

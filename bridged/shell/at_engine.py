@@ -100,13 +100,16 @@ class ATEngine(Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.reads = 0  # serial reads delivered (dataReceived calls)
-        # Read pacing (bridged/core/read_pacing.py): while a recv URC's rest is on the
-        # line the port is not read; one call reads it when it is all in.
+        # Read pacing (bridged/core/read_pacing.py): while a recv URC's rest, or a
+        # payload and the answer to it, are on the line the port is not read; one call
+        # reads it all when it is in. A pacer each: they learn different delays.
         self.read_pacing = True
         self.read_pacer = ReadPacer()
+        self.answer_pacer = ReadPacer()
         self._read_paused = False
         self._pause_call: IDelayedCall | None = None
         self._awaited = 0  # what the pause waits for, in bytes
+        self._pacer = self.read_pacer  # the one that set the pause, and learns from it
 
     @property
     def data_mode_quiet(self) -> float:
@@ -225,13 +228,25 @@ class ATEngine(Protocol):
 
     def _pause_for(self, awaiting: int) -> None:
         """Leave the port unread while the ``awaiting`` bytes of a URC cross the line."""
-        pause = self.read_pacer.pause(
+        pacer = self.read_pacer
+        pause = pacer.pause(
             awaiting, self.session.timing.line_rate, longest_recv_line(self.decoder.profile)
         )
+        self._pause(pause, awaiting, pacer)
+
+    def _pause_after_payload(self, sent: int, answer: int) -> None:
+        """Leave the port unread while a payload crosses the line (the module is in data
+        mode: it sends nothing) and the ``answer`` to it follows."""
+        pacer = self.answer_pacer
+        on_line = sent + answer
+        self._pause(pacer.pause(on_line, self.session.timing.line_rate, on_line), answer, pacer)
+
+    def _pause(self, pause: float, awaited: int, pacer: ReadPacer) -> None:
         transport = self.transport
         if pause <= 0 or transport is None:
             return
-        self._awaited = awaiting
+        self._awaited = awaited
+        self._pacer = pacer
         if not self._read_paused:
             self._read_paused = True
             transport.pauseProducing()  # type: ignore[attr-defined]
@@ -250,7 +265,7 @@ class ATEngine(Protocol):
         before, awaited = self.bytes_in, self._awaited
         _read_now(transport)
         if not early:
-            self.read_pacer.read_after_pause(awaited, self.bytes_in - before)
+            self._pacer.read_after_pause(awaited, self.bytes_in - before)
         if self._pause_call is None and self._read_paused and self.transport is transport:
             self._read_paused = False
             transport.resumeProducing()  # type: ignore[attr-defined]
@@ -272,6 +287,8 @@ class ATEngine(Protocol):
                 if self.transport is not None:
                     self.bytes_out += len(action.data)
                     write_now(self.transport, action.data)
+                    if action.answer and self.read_pacing and self._pause_call is None:
+                        self._pause_after_payload(len(action.data), action.answer)
             elif isinstance(action, SetTimer):
                 self._arm(action.at)
             elif isinstance(action, Completed):

@@ -45,6 +45,7 @@ from bridged.core.qssl_commands import (
     configure_lines,
     error_name,
     open_line,
+    send_answer_size,
     send_line,
     send_refusal,
     upload_line,
@@ -235,7 +236,9 @@ class QsslClient:
             send_line(self.context_id, connect_id, len(payload)),
             timeout=self.command_timeout,
             data=DataPhase(
-                encode_payload(payload, data_format), counted=data_format is DataFormat.TEXT
+                encode_payload(payload, data_format),
+                counted=data_format is DataFormat.TEXT,
+                answer=send_answer_size(self.context_id, connect_id),
             ),
             result_timeout=self.open_timeouts[connect_id],
         )

@@ -69,11 +69,14 @@ else:
 
 
 class ThreadCpu:
-    """A process's CPU in ns over all its threads, ended ones up to their last sample."""
+    """A process's CPU in ns and its times on a CPU (wake-ups, near enough: a sleeping
+    process is scheduled in once per wake-up) over all its threads, ended ones up to their
+    last sample."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._last: dict[str, int] = {}
+        self._slices: dict[str, int] = {}
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
@@ -81,7 +84,9 @@ class ThreadCpu:
         for path in glob.glob(f"/proc/{self.pid}/task/*/schedstat"):
             try:
                 with open(path) as f:
-                    self._last[path] = int(f.read().split()[0])
+                    fields = f.read().split()
+                self._last[path] = int(fields[0])
+                self._slices[path] = int(fields[2])
             except (OSError, ValueError):
                 pass  # the thread ended between the glob and the read
 
@@ -92,6 +97,10 @@ class ThreadCpu:
     def ns(self) -> int:
         self._scan()
         return sum(self._last.values())
+
+    def slices(self) -> int:
+        """Times the threads were scheduled in so far (read with the last :meth:`ns`)."""
+        return sum(self._slices.values())
 
     def stop(self) -> None:
         self._stop.set()
@@ -109,11 +118,13 @@ def run_one(workdir: Path, bridge: str, chunks: int, idle: float) -> dict[str, A
         i1, it1 = cpu.ns(), time.monotonic()
         total = CHUNK * chunks
         c0, t0 = cpu.ns(), time.monotonic()
+        s0 = cpu.slices()
         pusher = Pusher(rig.connect(0), total).start()
         record = _wait_for(
             lambda: (r := _record(rig, 0)) and r["bytes"] >= total and r, 3 * chunks + 60, "upload"
         )
         c1, t1 = cpu.ns(), time.monotonic()
+        s1 = cpu.slices()
         cpu.stop()
     finally:
         rig.stop()
@@ -121,6 +132,7 @@ def run_one(workdir: Path, bridge: str, chunks: int, idle: float) -> dict[str, A
         "bridge": bridge,
         "idle_us_per_s": (i1 - i0) / (it1 - it0) / 1e3,
         "us_per_chunk": (c1 - c0) / chunks / 1e3,
+        "wakeups_per_chunk": (s1 - s0) / chunks,
         "cpu_s_per_mb": (c1 - c0) / 1e9 / (total / 1e6),
         "seconds": t1 - t0,
         "intact": record["bytes"] >= total and not record["errors"] and not pusher.error,
@@ -193,16 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     print()
     print(
-        "| bridge | µs per chunk, median (min-max) | CPU s/MB, median | idle µs/s, median"
-        " | runs intact |"
+        "| bridge | µs per chunk, median (min-max) | CPU s/MB, median"
+        " | wake-ups per chunk, median | idle µs/s, median | runs intact |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for bridge, rows in results.items():
         per_chunk = [r["us_per_chunk"] for r in rows]
         print(
             f"| {bridge} | {statistics.median(per_chunk):.0f}"
             f" ({min(per_chunk):.0f}-{max(per_chunk):.0f})"
             f" | {statistics.median(r['cpu_s_per_mb'] for r in rows):.2f}"
+            f" | {statistics.median(r['wakeups_per_chunk'] for r in rows):.1f}"
             f" | {statistics.median(r['idle_us_per_s'] for r in rows):.0f}"
             f" | {sum(r['intact'] for r in rows)}/{len(rows)} |"
         )
