@@ -1,4 +1,5 @@
-"""How long the shell may leave the serial line unread while a recv URC is arriving.
+"""How long the shell may leave the serial line unread while a recv URC is arriving, or
+while a payload crosses it and its answer follows.
 
 The module writes one line at a time: once the decoder has parsed a recv URC's header,
 nothing else (no ``>``, ``OK``, result or other URC) can arrive before the rest of that
@@ -8,6 +9,11 @@ and reading it in one go costs one, and delays nothing the bridge could act on. 
 decoder says how many bytes are still to come (:attr:`ATDecoder.awaiting`), this says how
 long they take, plus a margin learnt from how late the line hands bytes over
 (:class:`ReadPacer`); the shell (:mod:`bridged.shell.at_engine`) holds the timer.
+
+The same holds after a data phase's payload: the module is in data mode until it has the
+last byte and sends nothing, then answers (``OK``, and for a QSSL send its result right
+behind it). Reading that answer in one go saves a wake-up per chunk of a bulk upload
+(:meth:`ReadPacer.pause_after_payload`), where the prompt wait makes the margin cheap.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ MAX_MARGIN = 0.004
 MARGIN_STEP = 0.001
 #: Shorter waits are not worth a timer: the next read brings the rest anyway.
 MIN_PAUSE = 0.002
+#: A pause after a payload may hold its answer up to MAX_MARGIN; taken only where that
+#: is at most this share of the send's cycle (the prompt wait and the payload's line
+#: time): with the note's 500 ms prompt wait always, with none at a fast baud rate never
+#: (there the margin would cost a pushing client up to a fifth of the line).
+ANSWER_PACING_SHARE = 0.01
 
 # '+QSSLURC: "recv",' + '1,5,1300,' + two quotes + CR LF.
 _RECV_LINE_OVERHEAD = 17 + 9 + 2 + 2
@@ -67,6 +78,17 @@ class ReadPacer:
 
     def pause(self, awaiting: int, line_rate: float, longest: int) -> float:
         return read_pause(awaiting, line_rate, longest, margin=self.margin)
+
+    def pause_after_payload(
+        self, sent: int, answer: int, line_rate: float, prompt_delay: float
+    ) -> float:
+        """Seconds to leave the line unread after writing a ``sent``-byte payload, which
+        the module answers with ``answer`` bytes once it has it (it is in data mode
+        meanwhile and sends nothing); 0 to read on as bytes come."""
+        if line_rate <= 0 or ANSWER_PACING_SHARE * (prompt_delay + sent / line_rate) < MAX_MARGIN:
+            return 0.0
+        on_line = sent + answer
+        return read_pause(on_line, line_rate, on_line, margin=self.margin)
 
     def read_after_pause(self, awaited: int, got: int) -> None:
         """The read a pause ended with brought ``got`` bytes of the ``awaited``."""

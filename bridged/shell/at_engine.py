@@ -237,9 +237,9 @@ class ATEngine(Protocol):
     def _pause_after_payload(self, sent: int, answer: int) -> None:
         """Leave the port unread while a payload crosses the line (the module is in data
         mode: it sends nothing) and the ``answer`` to it follows."""
-        pacer = self.answer_pacer
-        on_line = sent + answer
-        self._pause(pacer.pause(on_line, self.session.timing.line_rate, on_line), answer, pacer)
+        pacer, timing = self.answer_pacer, self.session.timing
+        pause = pacer.pause_after_payload(sent, answer, timing.line_rate, timing.prompt_delay)
+        self._pause(pause, answer, pacer)
 
     def _pause(self, pause: float, awaited: int, pacer: ReadPacer) -> None:
         transport = self.transport
