@@ -31,6 +31,7 @@ from bridged.core.at_session import (
     Failed,
     Observed,
     Phase,
+    Priority,
     SessionTiming,
     SetTimer,
     Unresponsive,
@@ -165,6 +166,8 @@ class SessionAgainstModel(RuleBasedStateMachine):
         self.drop_next = False
         self.duplicate_next = False
         self.lose_byte_next = False
+        # The modem's initialisation in flight: its command and the lifecycle generation.
+        self.init_commands: dict[int, tuple[Command, int]] = {}
         self._apply(self.session.connection_made(self.now))
         self.lifecycle = Lifecycle(LifecycleSettings(init_timeout=60.0))
         self._life(self.lifecycle.opened(self.now))
@@ -175,7 +178,14 @@ class SessionAgainstModel(RuleBasedStateMachine):
         """The lifecycle's steps, as the modem carries them out."""
         for action in actions:
             if isinstance(action, Initialise):
-                self.lifecycle.ready(action.generation, self.now)  # init is not modelled
+                # As the modem does: a command the module must answer (in order, after
+                # whatever it still owes) before it counts as ready. Clients' commands
+                # queue behind it, so none follows a reopen before the module has caught up.
+                init = Command(
+                    "AT+CMEE?", timeout=3.0, priority=Priority.HIGH, info_prefix="+CMEE:"
+                )
+                self.init_commands[id(init)] = (init, action.generation)
+                self._apply(self.session.submit(init, self.now))
             elif isinstance(action, Reopen):
                 self._apply(self.session.connection_lost(ATError("port reopened")))
                 self.lifecycle.lost(self.now)
@@ -195,6 +205,14 @@ class SessionAgainstModel(RuleBasedStateMachine):
                 self.module.receive(action.data, self.now)
             elif isinstance(action, SetTimer):
                 pass  # the session keeps its deadline; _advance reads it
+            elif (
+                isinstance(action, Completed | Failed) and id(action.command) in self.init_commands
+            ):
+                _init, generation = self.init_commands.pop(id(action.command))
+                if isinstance(action, Completed):
+                    self._life(self.lifecycle.ready(generation, self.now))
+                else:
+                    self._life(self.lifecycle.init_failed(generation, self.now, str(action.error)))
             elif isinstance(action, Completed | Failed):
                 number = self._number(action.command)
                 if number in self.outcomes:
@@ -366,3 +384,24 @@ SessionAgainstModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_session_against_model_module = SessionAgainstModel.TestCase
+
+
+def test_a_data_command_after_a_reopen_waits_for_what_the_module_still_owes() -> None:
+    """Found by the machine above: probes unanswered (the module answers 9 s late), the
+    port reopened, and a counted data command submitted at once. Its ``>`` comes in order
+    behind the late answers, 5.2 s after the command and past the host's data-mode
+    silence, so a later probe's ``A`` became payload. The modem never sends a client's
+    command before its initialisation is answered; the model did (it skipped the
+    initialisation), and now runs it as a command, which drains the backlog first."""
+    machine = SessionAgainstModel()
+    machine.submit(kind="plain", size=1)
+    machine.answer_late(late=9.0)
+    machine.hang(seconds=1.0)
+    machine.hang(seconds=5.0)
+    machine.wait(seconds=16.0)
+    machine.submit(kind="data", size=1)
+    machine.hang(seconds=1.0)
+    machine.wait(seconds=14.0)
+    machine.no_command_or_probe_byte_in_any_payload()
+    machine.no_command_answered_by_another()
+    machine.teardown()
