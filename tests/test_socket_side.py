@@ -389,3 +389,24 @@ def test_a_client_waiting_for_its_connection_is_bounded_too() -> None:
     assert of(CloseClient, actions) and not of(StreamBroken, actions)
     assert [a.n for a in actions if isinstance(a, CountTxLost)] == [100]
     assert channel.sendable() == 3  # the previous client's bytes still go out
+
+
+def test_the_previous_clients_confirmed_sends_do_not_extend_a_waiting_clients_bound() -> None:
+    """Found by the soak (seed 3595955291): a client waited 31 s for its own connection
+    while the one before it, which had left, was flushed: each of that client's
+    confirmed chunks restarted the waiting client's bound, then the flush broke and its
+    close queued behind a silent line. Only the waiting client's own bytes are its
+    progress."""
+    channel = opened(make("on-demand", send_stall=25.0, handover_wait=2.0))
+    channel.client_data(b"o" * 2000)
+    channel.client_closed()  # the owner left; its 2000 bytes are flushed first
+    channel.client_connected()
+    assert StartTimer(SEND_STALL_TIMER, 25.0) in channel.client_data(b"n" * 100)
+    chunk = channel.next_chunk()
+    assert chunk == b"o" * 730
+    actions = channel.send_done(len(chunk), channel.epoch)
+    assert CountTxSent(730) in actions
+    assert not of(StartTimer, actions)  # none of the waiting client's bytes moved
+    actions = channel.timer_fired(SEND_STALL_TIMER)
+    assert of(CloseClient, actions)
+    assert [a.n for a in actions if isinstance(a, CountTxLost)] == [100]

@@ -350,7 +350,9 @@ class Channel(ChannelCore):
         self._in_flight.popleft()
         self._in_flight_bytes -= n
         self._traffic = True
-        self._tx_progress = True
+        # A client that left before has its bytes flushed (orphaned): their confirmation
+        # is no progress for a client waiting for its own connection.
+        self._tx_progress = not self._orphaned
         actions: list[Action] = [CountTxSent(n)]
         if self._orphaned:
             self._close_if_flushed("flushed after client left", actions)
