@@ -81,7 +81,7 @@ class ProcessRig:
         self.settings = settings
         self.device = directory / "ttyBC26"
         self.listen_ports = {cid: free_port() for cid in range(len(settings.servers))}
-        self.server_ports = {cid: free_port() for cid in range(len(settings.servers))}
+        self.server_ports: dict[int, int] = {}  # bound by the servers (start_servers)
         self.metrics_port = free_port()
         self.emulator: subprocess.Popen[bytes] | None = None
         self.server: subprocess.Popen[str] | None = None
@@ -140,8 +140,8 @@ class ProcessRig:
         ]
         if self.settings.seclevel >= 2:
             command += ["--cafile", str(self.pki.ca_cert)]
-        for cid, mode in enumerate(self.settings.servers):
-            command += ["--listen", f"{self.server_ports[cid]}:{mode}"]
+        for mode in self.settings.servers:
+            command += ["--listen", f"0:{mode}"]  # the servers bind free ports and say which
         self.server = subprocess.Popen(
             command,
             cwd=REPO,
@@ -153,8 +153,10 @@ class ProcessRig:
         )
         assert self.server.stdout is not None
         line = self.server.stdout.readline()
-        if not line or not json.loads(line).get("ready"):
+        ready = json.loads(line) if line else {}
+        if not ready.get("ready"):
             raise RuntimeError(f"TLS servers did not start; see {self.directory}/servers.log")
+        self.server_ports = dict(enumerate(ready["ports"]))
 
     def bridge_command(self) -> list[str]:
         s = self.settings

@@ -91,9 +91,13 @@ class Server:
         self.records: list[Record] = []
         self.lock = threading.Lock()
 
-    def listen(self, port: int, mode: str) -> None:
+    def listen(self, port: int, mode: str) -> int:
+        """Listen on ``port``, 0 for one the kernel chooses (a port chosen earlier and bound
+        now may have been taken meanwhile); the port bound."""
         listener = socket.create_server(("127.0.0.1", port), backlog=16)
-        threading.Thread(target=self._accept, args=(listener, port, mode), daemon=True).start()
+        bound: int = listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(listener, bound, mode), daemon=True).start()
+        return bound
 
     def _accept(self, listener: socket.socket, port: int, mode: str) -> None:
         while True:
@@ -180,10 +184,11 @@ def main() -> None:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(args.cafile)
     server = Server(context)
+    ports = []
     for spec in args.listen:
         port, mode = spec.split(":", 1)
-        server.listen(int(port), mode)
-    print(json.dumps({"ready": True}), flush=True)
+        ports.append(server.listen(int(port), mode))
+    print(json.dumps({"ready": True, "ports": ports}), flush=True)
     for line in sys.stdin:
         word = line.strip()
         if word == "report":
